@@ -1,0 +1,42 @@
+"""hostconsole: turn an IPython REPL or Jupyter kernel into a process host console.
+
+    import hostconsole
+    host = hostconsole.get_host()
+    web = host.run("web", ["python", "-m", "http.server", "8000"])
+    host.ps(); host.logs("web"); host.purge()
+
+No provider outlives the process that hosts it.  See README.md.
+"""
+
+from .errors import (
+    DuplicateProvider,
+    ExecutableNotFound,
+    HostconsoleError,
+    HostError,
+    InvalidSpec,
+    PlatformNotSupported,
+    ProviderFailed,
+    UnknownDependency,
+    UnknownProvider,
+)
+from .host import Host, Provider, get_host
+from ._table import PsTable, StopReport
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Host",
+    "Provider",
+    "PsTable",
+    "StopReport",
+    "get_host",
+    "HostconsoleError",
+    "HostError",
+    "InvalidSpec",
+    "ExecutableNotFound",
+    "DuplicateProvider",
+    "UnknownProvider",
+    "UnknownDependency",
+    "ProviderFailed",
+    "PlatformNotSupported",
+]

@@ -1,0 +1,250 @@
+"""Process identity, the process table, and verified signalling.
+
+A pid alone names nothing: pids are recycled (``pid_max`` is 32768 on many machines).
+A process here is named by its ``ProcId``: the pid plus the process's start time, which a
+recycled pid cannot share.  Every signal hostconsole sends to a recorded process goes
+through ``send`` or ``send_group`` below, which check that identity first; on Linux the
+check and the signal are tied together by a pidfd, so there is no window in which the pid
+could change hands.
+
+Linux reads ``/proc`` directly (a stop path may scan hundreds of processes several times a
+second; psutil objects are too slow for that).  Elsewhere psutil supplies the same facts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Dict, Iterable, List, NamedTuple, Optional
+
+LINUX = sys.platform.startswith("linux")
+MARKER_PREFIX = b"HOSTCONSOLE_"
+
+
+class ProcId(NamedTuple):
+    """A process's identity: pid and start time (clock ticks since boot on Linux)."""
+
+    pid: int
+    start: int
+
+
+class ProcStat(NamedTuple):
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    start: int
+    state: str  # one letter as in ps(1): R, S, D, Z, T, X ...
+
+    @property
+    def ident(self) -> ProcId:
+        return ProcId(self.pid, self.start)
+
+    @property
+    def dead(self) -> bool:
+        # A zombie has ended; only its exit status waits to be collected.
+        return self.state in ("Z", "X")
+
+
+if LINUX:
+
+    def stat(pid: int) -> Optional[ProcStat]:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                data = f.read()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return None
+        # comm may contain spaces and parentheses: split at the *last* ')'.
+        rest = data[data.rfind(b")") + 2 :].split()
+        return ProcStat(pid, int(rest[1]), int(rest[2]), int(rest[3]), int(rest[19]), rest[0].decode())
+
+    def children(pid: int) -> List[int]:
+        out: List[int] = []
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return out
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                    out.extend(int(c) for c in f.read().split())
+            except (FileNotFoundError, ProcessLookupError, PermissionError):
+                pass
+        return out
+
+    def all_pids() -> List[int]:
+        return [int(n) for n in os.listdir("/proc") if n.isdigit()]
+
+    def markers(pid: int) -> Dict[str, str]:
+        """The ``HOSTCONSOLE_*`` variables in a process's environment ({} if unreadable)."""
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                data = f.read()
+        except OSError:
+            return {}
+        if MARKER_PREFIX not in data:
+            return {}
+        out = {}
+        for item in data.split(b"\0"):
+            if item.startswith(MARKER_PREFIX) and b"=" in item:
+                k, _, v = item.partition(b"=")
+                out[k.decode(errors="replace")] = v.decode(errors="replace")
+        return out
+
+    def owner_uid(pid: int) -> Optional[int]:
+        try:
+            return os.stat(f"/proc/{pid}").st_uid
+        except OSError:
+            return None
+
+else:  # macOS and other POSIX: psutil supplies what /proc would.
+    import psutil
+
+    _STATE = {"zombie": "Z", "dead": "X", "stopped": "T", "running": "R", "disk-sleep": "D"}
+
+    def stat(pid: int) -> Optional[ProcStat]:
+        try:
+            p = psutil.Process(pid)
+            with p.oneshot():
+                ppid, created, status = p.ppid(), p.create_time(), p.status()
+            return ProcStat(pid, ppid, os.getpgid(pid), os.getsid(pid), int(created * 1e6), _STATE.get(status, "S"))
+        except (psutil.Error, OSError):
+            return None
+
+    def children(pid: int) -> List[int]:
+        try:
+            return [c.pid for c in psutil.Process(pid).children()]
+        except psutil.Error:
+            return []
+
+    def all_pids() -> List[int]:
+        return psutil.pids()
+
+    def markers(pid: int) -> Dict[str, str]:
+        try:
+            env = psutil.Process(pid).environ()
+        except psutil.Error:
+            return {}
+        return {k: v for k, v in env.items() if k.startswith("HOSTCONSOLE_")}
+
+    def owner_uid(pid: int) -> Optional[int]:
+        try:
+            return psutil.Process(pid).uids().real
+        except psutil.Error:
+            return None
+
+
+def identity(pid: int) -> Optional[ProcId]:
+    st = stat(pid)
+    return None if st is None else st.ident
+
+
+def alive(ident: ProcId) -> bool:
+    """True while the process ``ident`` exists and has not ended (zombies count as ended)."""
+    st = stat(ident.pid)
+    return st is not None and st.start == ident.start and not st.dead
+
+
+def snapshot() -> Dict[int, ProcStat]:
+    """Every process we can see, by pid."""
+    out = {}
+    for pid in all_pids():
+        st = stat(pid)
+        if st is not None:
+            out[pid] = st
+    return out
+
+
+def descendants(roots: Iterable[int], table: Optional[Dict[int, ProcStat]] = None) -> Dict[int, ProcStat]:
+    """Live descendants of ``roots`` (roots included), walking parent links.
+
+    Without ``table`` it follows ``/proc/PID/task/*/children``, which costs only the size
+    of the tree; with a full ``snapshot()`` it uses the parent pids in it.
+    """
+    found: Dict[int, ProcStat] = {}
+    if table is not None:
+        kids: Dict[int, List[int]] = {}
+        for st in table.values():
+            kids.setdefault(st.ppid, []).append(st.pid)
+        todo = [r for r in roots if r in table]
+        while todo:
+            pid = todo.pop()
+            if pid not in found:
+                found[pid] = table[pid]
+                todo.extend(kids.get(pid, ()))
+        return found
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        st = stat(pid)
+        if st is None:
+            continue
+        found[pid] = st
+        todo.extend(children(pid))
+    return found
+
+
+# --- verified signalling -------------------------------------------------------------
+
+_HAVE_PIDFD = LINUX and hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+
+
+def send(ident: ProcId, sig: int) -> bool:
+    """Send ``sig`` to the process ``ident`` if it is still that process.
+
+    Returns True if the signal was delivered.  A recycled pid, a vanished process or a
+    process we may not signal is simply not signalled (False), never an exception.
+    """
+    if _HAVE_PIDFD:
+        try:
+            fd = os.pidfd_open(ident.pid)
+        except OSError:
+            return False
+        try:
+            # The pidfd names whichever process held the pid when it was opened; if that
+            # process still has ident's start time now, the pidfd is ident.
+            st = stat(ident.pid)
+            if st is None or st.start != ident.start:
+                return False
+            signal.pidfd_send_signal(fd, sig)
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+    st = stat(ident.pid)
+    if st is None or st.start != ident.start:
+        return False
+    try:
+        os.kill(ident.pid, sig)
+        return True
+    except OSError:
+        return False
+
+
+def send_group(pgid: int, witness: ProcId, sig: int) -> bool:
+    """Signal process group ``pgid`` if ``witness``, a process we recorded, is still in it.
+
+    A process group id stays allocated while any member exists, so a verified living
+    member proves the group is still the one we created.
+    """
+    st = stat(witness.pid)
+    if st is None or st.start != witness.start or st.pgid != pgid:
+        return False
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except OSError:
+        return False
+
+
+def signal_name(sig: Optional[int]) -> Optional[str]:
+    if sig is None:
+        return None
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}"

@@ -1,0 +1,366 @@
+"""The watchdog: a small process per host that spawns, reaps and, if need be, stops providers.
+
+Started by the host in its own session (so the kernel's process-group signals and
+ipykernel's child sweep never reach it) with one end of a socket pair.  It
+
+* marks itself a child subreaper, so orphaned provider descendants (double forks,
+  ``setsid`` daemons) are re-parented to it and stay visible and reapable;
+* spawns every provider (its own session and group, output to the provider's log) and
+  reaps every exit status itself, so the owner never runs ``waitpid`` for them and cannot
+  have exit codes stolen from or by the user's own ``subprocess`` calls;
+* runs the stop path for the host on request;
+* when the owner goes away -- end-of-file on the socket, or the owner's pidfd reporting
+  its exit -- stops every provider tree with the same stop path and exits.
+
+It imports only the standard library and hostconsole's process modules: it must start
+fast and keep running when the kernel's environment is broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Dict, Optional
+
+from . import _proc
+from ._proc import ProcId
+from ._stop import Finder, Target, order_for_stop, stop_levels
+from ._wire import Channel
+
+TRACK_INTERVAL = 0.5
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _set_subreaper() -> bool:
+    if not _proc.LINUX:
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+class Provider:
+    def __init__(self, name, popen, main: ProcId, stop_signal, stop_timeout, requires):
+        self.name = name
+        self.popen = popen
+        self.main = main
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.requires = list(requires)
+        self.status: Optional[int] = None  # raw wait status once reaped
+        self.target = Target(name, main, main.pid, stop_signal, stop_timeout)
+
+
+class Shepherd:
+    def __init__(self, channel: Channel, host_id: str, owner: Optional[ProcId], report_path: Optional[str]):
+        self.ch = channel
+        self.host_id = host_id
+        self.owner = owner
+        self.report_path = report_path
+        self.me = os.getpid()
+        self.lock = threading.RLock()
+        self.reaped = threading.Condition(self.lock)
+        self.spawn_lock = threading.Lock()
+        self.child_event = threading.Event()
+        self.providers: Dict[str, Provider] = {}
+        self.finder = Finder(host_id, self._universe)
+        self._finished = threading.Event()
+        self._finishing = threading.Lock()
+        self.goodbye = False
+
+    # --- what belongs to us -------------------------------------------------------------
+
+    def _universe(self):
+        tree = _proc.descendants([self.me])
+        tree.pop(self.me, None)
+        return tree
+
+    def find(self, targets, rest=None):
+        with self.lock:
+            return self.finder.find(targets, rest)
+
+    def status_of(self, target: Target, wait: float = 1.0):
+        """Exit code and signal name of a target's main process, once the reaper has it."""
+        deadline = time.monotonic() + wait
+        with self.lock:
+            prov = self.providers.get(target.name)
+            if prov is None or prov.main != target.main:
+                return None, None
+            while prov.status is None and time.monotonic() < deadline:
+                self.reaped.wait(deadline - time.monotonic())
+            return _decode(prov.status)
+
+    # --- threads ------------------------------------------------------------------------
+
+    def reaper(self):
+        while not self._finished.is_set():
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:
+                self.child_event.wait(0.2)
+                self.child_event.clear()
+                continue
+            except InterruptedError:
+                continue
+            if info is None:
+                continue
+            # Popen reaps a child whose exec failed itself; holding spawn_lock keeps us out
+            # of its way, so neither of us ever sees ECHILD for the other's child.
+            with self.spawn_lock:
+                try:
+                    pid, status = os.waitpid(info.si_pid, os.WNOHANG)
+                except ChildProcessError:
+                    continue
+            if pid:
+                self._on_reaped(pid, status)
+
+    def _on_reaped(self, pid, status):
+        event = None
+        with self.lock:
+            for prov in self.providers.values():
+                if prov.main.pid == pid and prov.status is None:
+                    prov.status = status
+                    prov.popen.returncode = os.waitstatus_to_exitcode(status)
+                    code, sig = _decode(status)
+                    event = {"ev": "exit", "name": prov.name, "pid": pid, "start": prov.main.start,
+                             "exit_code": code, "signal": sig}
+                    break
+            self.reaped.notify_all()
+        if event is not None:
+            self._send(event)
+
+    def tracker(self):
+        """Keep each provider's membership current, so a descendant that later escapes
+        (double fork, setsid, cleared environment) is already known to be the provider's."""
+        while not self._finished.wait(TRACK_INTERVAL):
+            with self.lock:
+                targets = [p.target for p in self.providers.values() if p.status is None or p.target.members]
+            if targets:
+                try:
+                    self.find(targets)
+                except Exception as e:  # never let tracking kill the watchdog
+                    print(f"hostconsole watchdog: tracking failed: {e!r}", flush=True)
+
+    def owner_watch(self):
+        if self.owner is None:
+            return
+        fd = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                fd = os.pidfd_open(self.owner.pid)
+            except OSError:
+                fd = None
+        if fd is not None and _proc.alive(self.owner):
+            p = select.poll()
+            p.register(fd, select.POLLIN)
+            while not self._finished.is_set():
+                if p.poll(1000):
+                    break
+        else:
+            while not self._finished.is_set() and _proc.alive(self.owner):
+                time.sleep(0.1)
+        if not self._finished.is_set():
+            self.finish("owner process exited")
+            os._exit(0)
+
+    # --- requests -----------------------------------------------------------------------
+
+    def _send(self, msg):
+        try:
+            self.ch.send(msg)
+        except OSError:
+            pass
+
+    def handle(self, msg):
+        op = msg.get("op")
+        rid = msg.get("id")
+        try:
+            if op == "spawn":
+                reply = self.spawn(msg)
+            elif op == "stop":
+                threading.Thread(target=self._stop_request, args=(rid, msg), daemon=True).start()
+                return
+            elif op == "tree":
+                reply = self.trees(msg.get("names"))
+            elif op == "ping":
+                reply = {"pid": self.me}
+            elif op == "bye":
+                self.goodbye = True
+                reply = {}
+            else:
+                raise ValueError(f"unknown op {op!r}")
+        except OSError as e:
+            reply = {"error": {"type": type(e).__name__, "errno": e.errno, "message": e.strerror or str(e),
+                               "filename": getattr(e, "filename", None)}}
+        except Exception as e:
+            reply = {"error": {"type": type(e).__name__, "message": str(e)}}
+        if rid is not None:
+            reply["re"] = rid
+            self._send(reply)
+
+    def spawn(self, msg):
+        name = msg["name"]
+        with self.lock:
+            old = self.providers.get(name)
+            if old is not None and old.status is None and _proc.alive(old.main):
+                raise ValueError(f"provider {name!r} is still running in the watchdog")
+        log = open(msg["log"], "ab", buffering=0)
+        try:
+            with self.spawn_lock:
+                popen = subprocess.Popen(
+                    msg["argv"], env=msg["env"], cwd=msg.get("cwd") or None,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, close_fds=True,
+                )
+                # The child cannot be reaped while we hold spawn_lock, so its /proc entry
+                # (a zombie at worst) still names it.
+                main = _proc.identity(popen.pid)
+        finally:
+            log.close()
+        prov = Provider(name, popen, main, msg["stop_signal"], msg["stop_timeout"], msg.get("requires", ()))
+        with self.lock:
+            self.providers[name] = prov
+        self.child_event.set()
+        return {"pid": main.pid, "start": main.start, "pgid": main.pid}
+
+    def trees(self, names):
+        with self.lock:
+            provs = [p for n, p in self.providers.items() if names is None or n in names]
+            targets = [p.target for p in provs]
+        self.find(targets)
+        return {"trees": {t.name: sorted([pid, ident.start] for pid, ident in t.members.items()) for t in targets}}
+
+    def _stop_request(self, rid, msg):
+        try:
+            outcomes = self.stop(msg["levels"], msg.get("cap"))
+            reply = {"report": [o.as_dict() for o in outcomes]}
+        except Exception as e:  # the host falls back to stopping by itself
+            reply = {"error": {"type": type(e).__name__, "message": str(e)}}
+        reply["re"] = rid
+        self._send(reply)
+
+    def stop(self, names_by_level, cap=None, rest=None):
+        levels = []
+        with self.lock:
+            for names in names_by_level:
+                level = []
+                for n in names:
+                    prov = self.providers.get(n)
+                    if prov is None:
+                        continue
+                    t = prov.target
+                    t.stop_timeout = prov.stop_timeout if cap is None else min(prov.stop_timeout, cap)
+                    level.append(t)
+                levels.append(level)
+        return stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest)
+
+    # --- the end ------------------------------------------------------------------------
+
+    def finish(self, reason: str):
+        """Stop everything under us, record what happened, and mark the watchdog done."""
+        with self._finishing:
+            if self._finished.is_set():
+                return
+            t0 = time.monotonic()
+            with self.lock:
+                names = list(self.providers)
+                requires = {n: p.requires for n, p in self.providers.items()}
+            rest = Target("(unattributed)", None, None, signal.SIGTERM,
+                          max([p.stop_timeout for p in self.providers.values()] + [1.0]))
+            outcomes = self.stop(order_for_stop(names, requires), rest=rest)
+            report = {"host": self.host_id, "reason": reason, "goodbye": self.goodbye,
+                      "seconds": round(time.monotonic() - t0, 4),
+                      "outcomes": [o.as_dict() for o in outcomes if o.outcome != "gone"]}
+            print(f"hostconsole watchdog {self.host_id}: {json.dumps(report)}", flush=True)
+            if self.report_path and report["outcomes"]:
+                _write_json(self.report_path, report)
+            self._finished.set()
+
+
+class _LockedFinder(Finder):
+    """The shepherd's finder, shared by the tracker and every stop (hence the lock)."""
+
+    def __init__(self, shepherd: Shepherd):
+        self._s = shepherd
+
+    def find(self, targets, rest=None):
+        return self._s.find(targets, rest)
+
+
+def _decode(status):
+    if status is None:
+        return None, None
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return None, _proc.signal_name(-code)
+    return code, None
+
+
+def _write_json(path, obj):
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="hostconsole-watchdog")
+    ap.add_argument("--fd", type=int, required=True)
+    ap.add_argument("--host-id", required=True)
+    ap.add_argument("--owner", help="PID:START of the owning process")
+    ap.add_argument("--report", help="where to write what happened when the owner died")
+    args = ap.parse_args(argv)
+
+    # Inherited "ignore" dispositions would pass on to every provider; start clean.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    _set_subreaper()
+    import socket
+
+    channel = Channel(socket.socket(fileno=args.fd))
+    owner = None
+    if args.owner:
+        pid, start = args.owner.split(":")
+        owner = ProcId(int(pid), int(start))
+    shep = Shepherd(channel, args.host_id, owner, args.report)
+
+    def on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+
+    # A watchdog told to terminate stops its providers first, like any service manager.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+    for fn in (shep.reaper, shep.tracker, shep.owner_watch):
+        threading.Thread(target=fn, daemon=True).start()
+    reason = "owner closed the channel"
+    try:
+        shep._send({"ev": "ready", "pid": os.getpid()})
+        while True:
+            msg = channel.recv()
+            if msg is None:
+                break
+            shep.handle(msg)
+    except SystemExit as e:
+        reason = f"watchdog received signal {e.code - 128}"
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        if shep.goodbye:
+            reason = "host shut down"
+        shep.finish(reason)
+        channel.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

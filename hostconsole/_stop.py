@@ -1,0 +1,248 @@
+"""Stopping process trees: the one stop path.
+
+``stop_levels`` is the only ladder in hostconsole.  The host runs it for ``stop``,
+``restart``, ``purge`` and ``shutdown`` (inside its watchdog, which is the providers'
+parent and can reap them), and the watchdog runs it when its owner dies.  Policy (which
+signal, how long) comes from each ``Target``; which processes belong to a target comes from
+a ``Finder``, so the same ladder works inside the watchdog (walking its own subtree) and
+outside it (scanning the process table).
+
+Per level, all targets are handled together:
+  1. find each tree; signal its process group, and every member that left the group,
+     with the stop signal (then SIGCONT, so a stopped process can act on it);
+  2. poll until every member is gone, re-finding the tree each round so late forks are
+     seen; a member counts as gone once it has ended (a zombie only awaits reaping);
+  3. at the target's deadline, SIGKILL the group and every member, and keep doing so
+     each round until nothing is left (a forking process cannot outrun it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from . import _proc
+from ._proc import ProcId, ProcStat
+
+# Once SIGKILL has been sent, how long we wait for the tree to vanish before giving up on
+# processes the kernel will not let die (uninterruptible sleep, a stuck FUSE mount).
+KILL_GRACE = 10.0
+POLL_MIN, POLL_MAX = 0.002, 0.05
+
+
+@dataclass
+class Target:
+    """One provider's process tree, as the stop path sees it."""
+
+    name: str
+    main: Optional[ProcId]
+    pgid: Optional[int]
+    stop_signal: int = signal.SIGTERM
+    stop_timeout: float = 5.0
+    # Every process seen in the tree so far, by pid.  Kept between finds so that a
+    # descendant which later left the group and lost its parent is still ours.
+    members: Dict[int, ProcId] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.main is not None:
+            self.members.setdefault(self.main.pid, self.main)
+
+
+@dataclass
+class Outcome:
+    """How one provider ended under a stop."""
+
+    name: str
+    outcome: str  # "exited" (on the stop signal), "killed" (after the timeout), "gone" (already)
+    exit_code: Optional[int] = None
+    signal: Optional[str] = None
+    seconds: float = 0.0
+    survivors: List[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "seconds": round(self.seconds, 4),
+            "survivors": list(self.survivors),
+        }
+
+
+class Finder:
+    """Attributes processes to targets.
+
+    ``universe()`` returns the processes worth looking at: inside the watchdog, its own
+    subtree (every provider descendant is there, orphans included, because it is a child
+    subreaper); elsewhere, every process of this user.  A process belongs to a target if
+    it descends from a process already known to be in the tree, shares the target's
+    process group, or carries the target's ``HOSTCONSOLE_HOST``/``HOSTCONSOLE_PROVIDER``.
+    """
+
+    def __init__(self, host_id: str, universe: Callable[[], Dict[int, ProcStat]]):
+        self.host_id = host_id
+        self.universe = universe
+        self._marker_cache: Dict[ProcId, Tuple[str, str]] = {}
+
+    def _provider_of(self, st: ProcStat) -> Optional[str]:
+        key = st.ident
+        hit = self._marker_cache.get(key)
+        if hit is None:
+            m = _proc.markers(st.pid)
+            hit = (m.get("HOSTCONSOLE_HOST", ""), m.get("HOSTCONSOLE_PROVIDER", ""))
+            self._marker_cache[key] = hit
+        return hit[1] if hit[0] == self.host_id and hit[1] else None
+
+    def find(self, targets: Sequence[Target], rest: Optional[Target] = None) -> Dict[int, ProcStat]:
+        """Refresh each target's ``members`` in place; return the table used.
+
+        With ``rest``, every live process of the universe that no target claims is given to
+        it (the watchdog's final sweep: everything under it is the host's by construction).
+        """
+        table = self.universe()
+        by_name = {t.name: t for t in targets}
+        claimed: Dict[int, Target] = {}
+        # Markers first: they are the one attribution that does not depend on timing.
+        if self.host_id:
+            for st in table.values():
+                name = self._provider_of(st)
+                if name in by_name:
+                    claimed[st.pid] = by_name[name]
+        for t in targets:
+            roots = [pid for pid, ident in t.members.items() if pid in table and table[pid].start == ident.start]
+            if t.pgid is not None and any(table[pid].pgid == t.pgid for pid in roots):
+                roots.extend(pid for pid, st in table.items() if st.pgid == t.pgid)
+            roots.extend(pid for pid, owner in claimed.items() if owner is t)
+            for pid in _proc.descendants(roots, table):
+                claimed.setdefault(pid, t)
+        for t in targets:
+            t.members = {pid: table[pid].ident for pid, owner in claimed.items() if owner is t and not table[pid].dead}
+        if rest is not None:
+            rest.members = {
+                pid: st.ident for pid, st in table.items() if pid not in claimed and not st.dead
+            }
+        if len(self._marker_cache) > 4096:
+            live = {st.ident for st in table.values()}
+            self._marker_cache = {k: v for k, v in self._marker_cache.items() if k in live}
+        return table
+
+
+def user_universe() -> Dict[int, ProcStat]:
+    """Every process of this user except ourselves (the finder outside the watchdog)."""
+    me, uid = os.getpid(), os.getuid()
+    table = _proc.snapshot()
+    return {pid: st for pid, st in table.items() if pid != me and _proc.owner_uid(pid) == uid}
+
+
+def signal_tree(t: Target, sig: int, table: Mapping[int, ProcStat]) -> None:
+    """Send ``sig`` to the target's process group and to every member outside it."""
+    witness = next(
+        (ident for pid, ident in t.members.items() if pid in table and table[pid].pgid == t.pgid), None
+    )
+    if t.pgid is not None and witness is not None:
+        _proc.send_group(t.pgid, witness, sig)
+        if sig != signal.SIGKILL:
+            _proc.send_group(t.pgid, witness, signal.SIGCONT)
+    for pid, ident in t.members.items():
+        st = table.get(pid)
+        in_group = witness is not None and st is not None and st.pgid == t.pgid
+        if sig == signal.SIGKILL or not in_group:
+            _proc.send(ident, sig)
+            if sig != signal.SIGKILL:
+                _proc.send(ident, signal.SIGCONT)
+
+
+def stop_levels(
+    levels: Sequence[Sequence[Target]],
+    finder: Finder,
+    status_of: Callable[[Target], Tuple[Optional[int], Optional[str]]] = lambda t: (None, None),
+    *,
+    rest: Optional[Target] = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> List[Outcome]:
+    """Stop ``levels`` in order, the targets of one level concurrently.
+
+    Never raises for a process that vanished or cannot be signalled; returns one Outcome
+    per target (and one for ``rest``, if given and non-empty).
+    """
+    outcomes: List[Outcome] = []
+    for level in levels:
+        outcomes.extend(_stop_level(list(level), finder, status_of, None, clock, sleep))
+    if rest is not None:
+        outcomes.extend(_stop_level([], finder, status_of, rest, clock, sleep))
+    return outcomes
+
+
+def _stop_level(targets, finder, status_of, rest, clock, sleep) -> List[Outcome]:
+    t0 = clock()
+    table = finder.find(targets, rest)
+    if rest is not None and rest.members:
+        targets = targets + [rest]
+    deadline = {id(t): t0 + max(0.0, t.stop_timeout) for t in targets}
+    killed_at: Dict[int, float] = {}
+    done: Dict[int, Outcome] = {}
+    for t in targets:
+        if not t.members:
+            done[id(t)] = Outcome(t.name, "gone")
+        else:
+            signal_tree(t, t.stop_signal, table)
+    pause = POLL_MIN
+    while len(done) < len(targets):
+        now = clock()
+        wake = min(
+            [deadline[id(t)] for t in targets if id(t) not in done and id(t) not in killed_at] + [now + pause]
+        )
+        sleep(max(0.0, wake - now))
+        pause = min(pause * 2, POLL_MAX)
+        active = [t for t in targets if id(t) not in done]
+        table = finder.find([t for t in active if t is not rest], rest if rest in active else None)
+        now = clock()
+        for t in active:
+            key = id(t)
+            if not t.members:
+                outcome = "killed" if key in killed_at else "exited"
+                done[key] = Outcome(t.name, outcome, seconds=now - t0)
+            elif key in killed_at:
+                if now - killed_at[key] > KILL_GRACE:
+                    done[key] = Outcome(t.name, "killed", seconds=now - t0, survivors=sorted(t.members))
+                else:
+                    signal_tree(t, signal.SIGKILL, table)
+            elif now >= deadline[key]:
+                killed_at[key] = now
+                signal_tree(t, signal.SIGKILL, table)
+    out = []
+    for t in targets:
+        o = done[id(t)]
+        if t is not rest and o.outcome != "gone":
+            o.exit_code, o.signal = status_of(t)
+        out.append(o)
+    return out
+
+
+def order_for_stop(names: Iterable[str], requires: Mapping[str, Iterable[str]]) -> List[List[str]]:
+    """Group ``names`` into levels: every provider comes after the ones that require it.
+
+    Level 0 holds the providers nothing (among ``names``) depends on.  Cycles cannot be
+    built through the API (a requirement must exist first), but a defensive fallback puts
+    anything left in one last level rather than looping.
+    """
+    names = list(dict.fromkeys(names))
+    pending = set(names)
+    dependents: Dict[str, set] = {n: set() for n in names}
+    for n in names:
+        for dep in requires.get(n, ()):
+            if dep in dependents:
+                dependents[dep].add(n)
+    levels: List[List[str]] = []
+    while pending:
+        level = [n for n in names if n in pending and not (dependents[n] & pending)]
+        if not level:
+            level = [n for n in names if n in pending]
+        levels.append(level)
+        pending.difference_update(level)
+    return levels

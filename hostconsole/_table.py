@@ -1,0 +1,140 @@
+"""Tables that print well in a terminal and render as HTML in a notebook."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+Column = Tuple[str, str, Callable[[Any], str]]  # (key, heading, formatter)
+
+STATE_COLOURS = {
+    "running": "#1a7f37",
+    "exited": "#57606a",
+    "starting": "#9a6700",
+    "restarting": "#9a6700",
+    "stopping": "#9a6700",
+    "stopped": "#57606a",
+    "failed": "#cf222e",
+    "killed": "#9a6700",
+    "gone": "#57606a",
+}
+
+
+def _blank(v):
+    return "-" if v is None or v == [] else str(v)
+
+
+def fmt_seconds(v):
+    if v is None:
+        return "-"
+    v = float(v)
+    if v < 60:
+        return f"{v:.1f}s"
+    if v < 3600:
+        return f"{int(v // 60)}m{int(v % 60):02d}s"
+    return f"{int(v // 3600)}h{int(v % 3600 // 60):02d}m"
+
+
+def fmt_bytes(v):
+    if v is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if v < 1024 or unit == "GiB":
+            return f"{v:.0f}{unit}" if unit == "B" else f"{v:.1f}{unit}"
+        v /= 1024
+
+
+class Table:
+    """A list of records with a text and an HTML rendering."""
+
+    columns: Sequence[Column] = ()
+    state_key = "state"
+    empty = "(nothing)"
+
+    def __init__(self, records: List[Dict[str, Any]]):
+        self.records = records
+
+    def __len__(self):
+        return len(self.records)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            for r in self.records:
+                if r.get("name") == key:
+                    return r
+            raise KeyError(key)
+        return self.records[key]
+
+    def _rows(self) -> List[List[str]]:
+        return [[fmt(r.get(key)) for key, _, fmt in self.columns] for r in self.records]
+
+    def __repr__(self):
+        if not self.records:
+            return self.empty
+        head = [h for _, h, _ in self.columns]
+        rows = self._rows()
+        widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+        line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+        return "\n".join([line(head)] + [line(r) for r in rows])
+
+    def _repr_html_(self):
+        if not self.records:
+            return f"<p><em>{html.escape(self.empty)}</em></p>"
+        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for _, h, _ in self.columns)
+        body = []
+        for rec, cells in zip(self.records, self._rows()):
+            tds = []
+            for (key, _, _), cell in zip(self.columns, cells):
+                text = html.escape(cell)
+                if key == self.state_key:
+                    colour = STATE_COLOURS.get(str(rec.get(key)), "inherit")
+                    text = f"<span style='color:{colour};font-weight:bold'>&#9679; {text}</span>"
+                tds.append(f"<td style='text-align:left'>{text}</td>")
+            body.append("<tr>" + "".join(tds) + "</tr>")
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+class PsTable(Table):
+    empty = "(no providers)"
+    columns = (
+        ("name", "NAME", str),
+        ("kind", "KIND", str),
+        ("state", "STATE", str),
+        ("pid", "PID", _blank),
+        ("uptime", "UPTIME", fmt_seconds),
+        ("restarts", "RESTARTS", str),
+        ("exit", "EXIT", _blank),
+        ("cpu_percent", "CPU%", lambda v: "-" if v is None else f"{v:.1f}"),
+        ("rss", "RSS", fmt_bytes),
+        ("nprocs", "PROCS", str),
+        ("ports", "PORTS", lambda v: ",".join(map(str, v)) if v else "-"),
+    )
+
+    def _rows(self):
+        for r in self.records:
+            r.setdefault("exit", r.get("signal") or r.get("exit_code"))
+        rows = super()._rows()
+        for r in self.records:
+            r.pop("exit", None)
+        return rows
+
+
+class StopReport(Table):
+    """What a stop or purge did, per provider."""
+
+    empty = "(nothing to stop)"
+    state_key = "outcome"
+    columns = (
+        ("name", "NAME", str),
+        ("outcome", "OUTCOME", str),
+        ("exit_code", "EXIT CODE", _blank),
+        ("signal", "SIGNAL", _blank),
+        ("seconds", "SECONDS", lambda v: f"{v:.3f}"),
+    )
+
+    def __init__(self, records, seconds: float = 0.0):
+        super().__init__(records)
+        self.seconds = seconds  # wall time of the whole stop, all levels

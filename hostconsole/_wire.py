@@ -1,0 +1,42 @@
+"""JSON lines over a stream socket: the channel between a host and its watchdog.
+
+Requests carry ``id``; replies carry ``re`` (the request's id) and either the result
+fields or ``error``; events carry ``ev``.  End-of-file on the socket means the other side
+is gone, which is the watchdog's signal that its owner died.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from typing import Optional
+
+
+class Channel:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._rfile = sock.makefile("rb")
+        self._wlock = threading.Lock()
+
+    def send(self, msg: dict) -> None:
+        data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        with self._wlock:
+            self.sock.sendall(data)
+
+    def recv(self) -> Optional[dict]:
+        """The next message, or None at end-of-file (or if the socket broke)."""
+        try:
+            line = self._rfile.readline()
+        except (OSError, ValueError):
+            return None
+        if not line:
+            return None
+        return json.loads(line)
+
+    def close(self) -> None:
+        for f in (self._rfile.close, lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+            try:
+                f()
+            except OSError:
+                pass

@@ -1,0 +1,917 @@
+"""The host: supervises providers (OS process trees) on behalf of one process.
+
+This module knows nothing of IPython.  A ``Host`` owns a watchdog process (``_shepherd``)
+that spawns and reaps its providers and stops them if the host's process dies; the host
+keeps the provider table, the dependency graph and the user-facing API.
+
+Threads: callers of the API (any thread, or a signal handler), the watchdog channel's
+reader, and one short-lived worker per stop/purge/shutdown.  Stops run in a worker so
+that an interrupted caller (Ctrl-C) abandons only its waiting, never the stop itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from . import _proc, _statedir
+from ._proc import ProcId
+from ._stop import Finder, Target, order_for_stop, stop_levels, user_universe
+from ._table import PsTable, StopReport
+from ._wire import Channel
+from .errors import (
+    DuplicateProvider,
+    ExecutableNotFound,
+    HostError,
+    InvalidSpec,
+    PlatformNotSupported,
+    ProviderFailed,
+    UnknownDependency,
+    UnknownProvider,
+)
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+ACTIVE = frozenset({"starting", "running", "restarting", "stopping"})
+DEFAULT_STOP_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 30.0
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidSpec(
+            f"invalid provider name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+            f"starting with a letter or digit"
+        )
+    return name
+
+
+def parse_signal(sig) -> int:
+    """'TERM', 'SIGTERM', 'term', 15 or signal.SIGTERM -> 15."""
+    if isinstance(sig, signal.Signals):
+        return int(sig)
+    if isinstance(sig, int) and not isinstance(sig, bool):
+        try:
+            return int(signal.Signals(sig))
+        except ValueError:
+            pass
+    elif isinstance(sig, str):
+        s = sig.strip().upper()
+        if s.isdigit():
+            return parse_signal(int(s))
+        if not s.startswith("SIG"):
+            s = "SIG" + s
+        if s in signal.Signals.__members__:
+            return int(signal.Signals[s])
+    raise InvalidSpec(f"unknown signal {sig!r}: use a name such as TERM, INT, HUP, QUIT or USR1")
+
+
+def check_timeout(what: str, value, allow_none=False) -> Optional[float]:
+    if value is None and allow_none:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidSpec(f"{what} must be a number of seconds, not {value!r}") from None
+    if math.isnan(v) or v < 0 or math.isinf(v):
+        raise InvalidSpec(f"{what} must be a non-negative number of seconds, not {value!r}")
+    return v
+
+
+def _check_env(env) -> Dict[str, str]:
+    if env is None:
+        return {}
+    if not isinstance(env, Mapping):
+        raise InvalidSpec(f"env must be a mapping of names to strings, not {type(env).__name__}")
+    out = {}
+    for k, v in env.items():
+        if not isinstance(k, str) or not k or "=" in k or "\0" in k:
+            raise InvalidSpec(f"invalid environment variable name {k!r}")
+        if not isinstance(v, str) or "\0" in v:
+            raise InvalidSpec(f"environment variable {k} must be a string without NUL bytes")
+        if k.startswith("HOSTCONSOLE_"):
+            raise InvalidSpec(f"{k} is set by the host; it cannot be overridden")
+        out[k] = v
+    return out
+
+
+def _resolve_executable(argv0: str, cwd: Optional[str], env: Mapping[str, str]) -> str:
+    if os.sep in argv0:
+        path = argv0 if os.path.isabs(argv0) else os.path.join(cwd or os.getcwd(), argv0)
+        if not os.path.exists(path):
+            raise ExecutableNotFound(f"executable {argv0!r} does not exist")
+        if os.path.isdir(path) or not os.access(path, os.X_OK):
+            raise ExecutableNotFound(f"{argv0!r} is not an executable file")
+        return path
+    found = shutil.which(argv0, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise ExecutableNotFound(f"executable {argv0!r} not found on PATH")
+    return found
+
+
+# --- providers ----------------------------------------------------------------------------
+
+
+class Provider:
+    """A provider of a host, and the handle ``Host.run`` returns."""
+
+    def __init__(self, host: "Host", name, argv, *, env, cwd, requires, stop_signal, stop_timeout, oneshot, shell):
+        self._host = host
+        self.name = name
+        self.argv: List[str] = argv
+        self.shell = shell
+        self.env: Dict[str, str] = env
+        self.cwd: Optional[str] = cwd
+        self.requires: tuple = tuple(requires)
+        self.stop_signal: int = stop_signal
+        self.stop_timeout: float = stop_timeout
+        self.oneshot: bool = oneshot
+        self.state = "starting"
+        self.main: Optional[ProcId] = None
+        self.started_at: Optional[float] = None  # monotonic
+        self.restarts = 0
+        self.exit_code: Optional[int] = None
+        self.signal: Optional[str] = None
+        self.log_path: Optional[Path] = None
+        self._stopping: Optional["_Op"] = None
+
+    @property
+    def kind(self) -> str:
+        return "oneshot" if self.oneshot else "provider"
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.main.pid if self.main is not None and self.state in ACTIVE else None
+
+    @property
+    def uptime(self) -> Optional[float]:
+        if self.pid is None or self.started_at is None:
+            return None
+        return time.monotonic() - self.started_at
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "running" or (self.oneshot and self.state == "exited")
+
+    def stop(self) -> StopReport:
+        return self._host.stop(self.name)
+
+    def restart(self) -> "Provider":
+        return self._host.restart(self.name)
+
+    def logs(self, n: int = 100) -> str:
+        return self._host.logs(self.name, n)
+
+    def wait(self, timeout: Optional[float] = None) -> str:
+        """Wait until the provider is no longer starting, running or stopping; its state."""
+        return self._host._wait_for(self, lambda: self.state not in ACTIVE, timeout)
+
+    def __repr__(self):
+        parts = [self.state]
+        if self.pid is not None:
+            parts.append(f"pid {self.pid}")
+            parts.append(f"up {self.uptime:.1f}s")
+        if self.state in ("exited", "failed", "stopped") and (self.exit_code is not None or self.signal):
+            parts.append(f"exit {self.signal or self.exit_code}")
+        return f"<{self.kind.capitalize()} {self.name!r}: {', '.join(parts)}>"
+
+
+class _Op:
+    """A result many threads (or a signal handler) can wait for while one worker makes it."""
+
+    def __init__(self):
+        self._done = threading.Event()
+        self._result = None
+        self._error: Optional[BaseException] = None
+
+    def run_in_thread(self, fn, *args, name="hostconsole-op"):
+        def body():
+            try:
+                self._result = fn(*args)
+            except BaseException as e:  # delivered to every waiter
+                self._error = e
+            finally:
+                self._done.set()
+
+        # Not a daemon: interpreter exit waits for a stop in progress to finish.
+        threading.Thread(target=body, name=name, daemon=False).start()
+        return self
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self, timeout: Optional[float] = None):
+        if not self._done.wait(timeout):
+            raise TimeoutError("timed out waiting for hostconsole")
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+class _WatchdogLost(Exception):
+    pass
+
+
+class _Watchdog:
+    """The host's end of the channel to its watchdog process."""
+
+    def __init__(self, host: "Host"):
+        self._host_ref = weakref.ref(host)
+        parent, child = socket.socketpair()
+        self.channel = Channel(parent)
+        owner = _proc.identity(os.getpid())
+        cmd = [sys.executable, "-m", "hostconsole._shepherd", "--fd", str(child.fileno()),
+               "--host-id", host.host_id, "--report", str(host.host_dir / "watchdog-report.json")]
+        if owner is not None:
+            cmd += ["--owner", f"{owner.pid}:{owner.start}"]
+        env = dict(os.environ)
+        env["HOSTCONSOLE_HOST"] = host.host_id  # marks it as this host's, but never as a provider
+        env.pop("HOSTCONSOLE_PROVIDER", None)
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(host.host_dir / "watchdog.log", "ab", buffering=0) as log:
+            self.proc = subprocess.Popen(
+                cmd, pass_fds=[child.fileno()], start_new_session=True, env=env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/",
+            )
+        child.close()
+        self.ident = _proc.identity(self.proc.pid)
+        self.lost = False
+        self._next_id = 0
+        self._pending: Dict[int, list] = {}
+        self._lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, name="hostconsole-watchdog-reader", daemon=True)
+        self.reader.start()
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _read(self):
+        while True:
+            msg = self.channel.recv()
+            if msg is None:
+                break
+            if "re" in msg:
+                with self._lock:
+                    slot = self._pending.pop(msg["re"], None)
+                if slot is not None:
+                    slot[1] = msg
+                    slot[0].set()
+            elif msg.get("ev") == "exit":
+                host = self._host_ref()
+                if host is not None:
+                    host._on_exit(msg)
+        with self._lock:
+            self.lost = True
+            pending, self._pending = self._pending, {}
+        for slot in pending.values():
+            slot[0].set()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        host = self._host_ref()
+        if host is not None:
+            host._on_watchdog_lost(self)
+
+    def request(self, op: str, timeout: Optional[float] = REQUEST_TIMEOUT, **fields) -> dict:
+        with self._lock:
+            if self.lost:
+                raise _WatchdogLost()
+            self._next_id += 1
+            rid = self._next_id
+            slot = [threading.Event(), None]
+            self._pending[rid] = slot
+        try:
+            self.channel.send({"id": rid, "op": op, **fields})
+        except OSError:
+            raise _WatchdogLost() from None
+        if not slot[0].wait(timeout):
+            with self._lock:
+                self._pending.pop(rid, None)
+            raise HostError(f"the host's watchdog did not answer {op!r} within {timeout}s")
+        if slot[1] is None:
+            raise _WatchdogLost()
+        return slot[1]
+
+    def close(self, timeout: float = 5.0):
+        try:
+            self.request("bye", timeout=timeout)
+        except (HostError, _WatchdogLost):
+            pass
+        self.channel.close()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # It never stops on its own only if it is wedged; its providers are already gone.
+            _proc.send(self.ident, signal.SIGKILL)
+            self.proc.wait(timeout=timeout)
+
+
+# --- the host -----------------------------------------------------------------------------
+
+_live_hosts: "weakref.WeakSet[Host]" = weakref.WeakSet()
+
+
+class Host:
+    """Supervises providers on behalf of this process.
+
+    ``Host()`` does nothing until ``start()`` (or the first ``run``); as a context manager
+    it starts on entry and shuts down on exit.
+    """
+
+    def __init__(self, state_dir: Union[str, os.PathLike, None] = None):
+        self._state_dir_arg = state_dir
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._providers: Dict[str, Provider] = {}
+        self._watchdog: Optional[_Watchdog] = None
+        self._watchdog_lost = False
+        self._purge_op: Optional[_Op] = None
+        self._shutdown_op: Optional[_Op] = None
+        self.host_id: Optional[str] = None
+        self.state_dir: Optional[Path] = None
+        self.host_dir: Optional[Path] = None
+        self.started = False
+        self.last_start_report: Optional[dict] = None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self, state_dir: Union[str, os.PathLike, None] = None) -> "Host":
+        """Start the host (idempotent)."""
+        with self._lock:
+            if self._shutdown_op is not None and not self._shutdown_op.done():
+                raise HostError("the host is shutting down")
+            if self.started:
+                return self
+            if not (_proc.LINUX or sys.platform == "darwin"):
+                raise PlatformNotSupported(
+                    f"hostconsole supports Linux and macOS, not {sys.platform}: it cannot keep "
+                    f"its promise that no provider outlives the kernel here"
+                )
+            root = _statedir.private_dir(state_dir or self._state_dir_arg or _statedir.default_state_dir())
+            hosts = _statedir.private_dir(root / "hosts", "hosts directory")
+            self.host_id = secrets.token_hex(4)
+            self.state_dir = root
+            self.host_dir = _statedir.private_dir(hosts / self.host_id, "host directory")
+            _statedir.private_dir(self.host_dir / "logs", "log directory")
+            self._watchdog = _Watchdog(self)
+            self._watchdog_lost = False
+            self.started = True
+            _live_hosts.add(self)
+        return self
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        return False
+
+    # --- running -------------------------------------------------------------------------
+
+    def run(
+        self,
+        name: str,
+        command: Union[str, Sequence[str]],
+        *,
+        shell: bool = False,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Union[str, os.PathLike, None] = None,
+        requires: Union[str, Iterable[str]] = (),
+        stop_signal: Union[str, int] = "TERM",
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        oneshot: bool = False,
+        wait: bool = True,
+        timeout: float = 30.0,
+    ) -> Provider:
+        """Start provider ``name`` and return its handle.
+
+        ``command`` is an argv list, or a string: split like a shell line, or with
+        ``shell=True`` run by bash.  With ``wait`` (default) a oneshot is waited for until
+        it exits (non-zero raises ``ProviderFailed``), and dependencies in ``requires`` are
+        waited for until ready.  Bad input raises before anything starts.
+        """
+        check_name(name)
+        env = _check_env(env)
+        if cwd is not None:
+            cwd = os.fspath(cwd)
+            if not os.path.isdir(cwd):
+                raise InvalidSpec(f"working directory {cwd!r} does not exist")
+        if isinstance(requires, str):
+            requires = [r for r in requires.split(",") if r.strip()]
+        requires = tuple(r.strip() for r in requires)
+        for r in requires:
+            if r == name:
+                raise InvalidSpec(f"provider {name!r} cannot require itself")
+        sig = parse_signal(stop_signal)
+        stop_timeout = check_timeout("stop timeout", stop_timeout)
+        timeout = check_timeout("timeout", timeout)
+        argv = self._argv(command, shell)
+        merged = dict(os.environ)
+        merged.update(env)
+        exe = _resolve_executable(argv[0], cwd, merged)
+        if shell:
+            argv[0] = exe
+
+        self.start()
+        with self._lock:
+            if self._shutdown_op is not None:
+                raise HostError("the host is shutting down")
+            old = self._providers.get(name)
+            if old is not None and (old.state in ACTIVE or old._stopping is not None):
+                raise DuplicateProvider(f"provider {name!r} already exists ({old.state}); stop it first or choose another name")
+            for r in requires:
+                if r not in self._providers:
+                    raise UnknownDependency(f"unknown dependency {r!r}: start it before {name!r}")
+            prov = Provider(self, name, argv, env=env, cwd=cwd, requires=requires, stop_signal=sig,
+                            stop_timeout=stop_timeout, oneshot=bool(oneshot), shell=shell)
+            if old is not None:
+                prov.restarts = old.restarts
+            self._providers[name] = prov  # reserves the name while we wait for dependencies
+        try:
+            self._await_requirements(prov, timeout)
+            self._spawn(prov)
+        except BaseException:
+            with self._lock:
+                if self._providers.get(name) is prov and prov.main is None:
+                    if old is not None:
+                        self._providers[name] = old
+                    else:
+                        del self._providers[name]
+            raise
+        if prov.oneshot and wait:
+            self._wait_oneshot(prov, timeout)
+        return prov
+
+    @staticmethod
+    def _argv(command, shell) -> List[str]:
+        if shell:
+            if not isinstance(command, str):
+                raise InvalidSpec("with shell=True the command must be a string")
+            return ["bash" if shutil.which("bash") else "sh", "-c", command]
+        if isinstance(command, str):
+            try:
+                argv = shlex.split(command)
+            except ValueError as e:
+                raise InvalidSpec(f"cannot split command {command!r}: {e}") from None
+        else:
+            argv = [os.fspath(a) if isinstance(a, os.PathLike) else a for a in command]
+            if not all(isinstance(a, str) for a in argv):
+                raise InvalidSpec("every command argument must be a string")
+        if not argv or not argv[0]:
+            raise InvalidSpec("missing command")
+        return argv
+
+    def _await_requirements(self, prov: Provider, timeout: float):
+        def check():
+            for r in prov.requires:
+                dep = self._providers.get(r)
+                if dep is None or dep.ready:
+                    continue
+                if dep.state not in ACTIVE or dep.state == "stopping":
+                    why = f"exit {dep.signal or dep.exit_code}" if dep.state in ("failed", "exited") else dep.state
+                    raise ProviderFailed(f"cannot start {prov.name!r}: its dependency {r!r} is {dep.state} ({why})")
+                return False
+            return True
+
+        with self._lock:
+            if not check():
+                deadline = time.monotonic() + timeout
+                while not check():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        waiting = [r for r in prov.requires if not self._providers[r].ready]
+                        raise ProviderFailed(
+                            f"cannot start {prov.name!r}: dependencies {', '.join(waiting)} not ready after {timeout:g}s"
+                        )
+                    self._changed.wait(min(left, 0.5))
+
+    def _spawn(self, prov: Provider):
+        log = self.host_dir / "logs" / _statedir.log_name(prov.name)
+        env = dict(os.environ)
+        env.pop("HOSTCONSOLE_PROVIDER", None)
+        env.update(prov.env)
+        env.update(self._markers(prov.name))
+        msg = dict(name=prov.name, argv=prov.argv, env=env, cwd=prov.cwd, log=str(log),
+                   stop_signal=prov.stop_signal, stop_timeout=prov.stop_timeout, requires=list(prov.requires))
+        reply = self._request("spawn", **msg)
+        err = reply.get("error")
+        if err:
+            text = err.get("message") or err.get("type")
+            if err.get("type") in ("FileNotFoundError", "PermissionError", "NotADirectoryError"):
+                raise ExecutableNotFound(f"cannot execute {prov.argv[0]!r}: {text}")
+            raise ProviderFailed(f"cannot start {prov.name!r}: {text}")
+        with self._lock:
+            prov.log_path = log
+            prov.main = ProcId(reply["pid"], reply["start"])
+            prov.started_at = time.monotonic()
+            if prov.state == "starting" and not prov.oneshot:
+                prov.state = "running"
+            self._changed.notify_all()
+
+    def _markers(self, name: str) -> Dict[str, str]:
+        owner = _proc.identity(os.getpid())
+        return {
+            "HOSTCONSOLE_HOST": self.host_id,
+            "HOSTCONSOLE_PROVIDER": name,
+            "HOSTCONSOLE_OWNER": f"{owner.pid}:{owner.start}" if owner else str(os.getpid()),
+            "HOSTCONSOLE_STATE_DIR": str(self.state_dir),
+        }
+
+    def _wait_oneshot(self, prov: Provider, timeout: float):
+        state = self._wait_for(prov, lambda: prov.state not in ACTIVE, timeout)
+        if state is None:
+            raise ProviderFailed(f"oneshot {prov.name!r} still running after {timeout:g}s (it keeps running)")
+        if state != "exited":
+            raise ProviderFailed(
+                f"oneshot {prov.name!r} {state} (exit {prov.signal or prov.exit_code}); last output:\n"
+                + self.logs(prov.name, 10)
+            )
+
+    def _wait_for(self, prov, predicate, timeout) -> Optional[str]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while not predicate():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._changed.wait(0.5 if left is None else min(left, 0.5))
+            return prov.state
+
+    def _on_exit(self, msg):
+        """A provider's main process ended (reported by the watchdog, which reaped it)."""
+        with self._lock:
+            prov = self._providers.get(msg["name"])
+            if prov is None or prov.main != ProcId(msg["pid"], msg["start"]):
+                return
+            prov.exit_code, prov.signal = msg["exit_code"], msg["signal"]
+            if prov.state in ("starting", "running", "restarting"):
+                prov.state = "exited" if prov.exit_code == 0 else "failed"
+            self._changed.notify_all()
+
+    def _on_watchdog_lost(self, wd: _Watchdog):
+        with self._lock:
+            if self._watchdog is wd and self.started and self._shutdown_op is None:
+                self._watchdog_lost = True
+                print(
+                    f"hostconsole: host {self.host_id}: its watchdog (pid {wd.pid}) is gone; providers keep "
+                    f"running and will be stopped by this host's shutdown, or by the next reap",
+                    file=sys.stderr,
+                )
+            self._changed.notify_all()
+
+    def _request(self, op, **fields) -> dict:
+        wd = self._watchdog
+        if wd is None or wd.lost:
+            raise HostError("the host's watchdog is gone; restart the host (shutdown, then start)")
+        try:
+            return wd.request(op, **fields)
+        except _WatchdogLost:
+            raise HostError("the host's watchdog is gone; restart the host (shutdown, then start)") from None
+
+    # --- looking -------------------------------------------------------------------------
+
+    def _get(self, name: str) -> Provider:
+        prov = self._providers.get(name)
+        if prov is None:
+            raise UnknownProvider(f"no provider named {name!r}")
+        return prov
+
+    def provider(self, name: str) -> Provider:
+        with self._lock:
+            return self._get(name)
+
+    def __getitem__(self, name: str) -> Provider:
+        return self.provider(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._providers
+
+    def _trees(self, provs: Sequence[Provider]) -> Dict[str, List[ProcId]]:
+        """Every live process of each provider's tree."""
+        if self._watchdog is not None and not self._watchdog.lost:
+            try:
+                reply = self._watchdog.request("tree", names=[p.name for p in provs])
+                return {n: [ProcId(*x) for x in v] for n, v in reply.get("trees", {}).items()}
+            except (_WatchdogLost, HostError):
+                pass
+        targets = [self._target(p) for p in provs if p.main is not None]
+        Finder(self.host_id or "", user_universe).find(targets)
+        return {t.name: list(t.members.values()) for t in targets}
+
+    def ps(self, all: bool = False) -> PsTable:
+        """A table of providers with live figures for each whole process tree.
+
+        Without ``all``, providers stopped by the user or a purge are left out.
+        """
+        with self._lock:
+            provs = [p for p in self._providers.values() if all or p.state != "stopped"]
+        trees = self._trees(provs) if provs else {}
+        records = []
+        for p in provs:
+            rec = {
+                "name": p.name,
+                "kind": p.kind,
+                "state": p.state,
+                "pid": p.pid,
+                "uptime": p.uptime,
+                "restarts": p.restarts,
+                "exit_code": p.exit_code,
+                "signal": p.signal,
+            }
+            rec.update(_figures(trees.get(p.name, [])))
+            records.append(rec)
+        return PsTable(records)
+
+    def logs(self, name: str, n: int = 100) -> str:
+        """The last ``n`` lines of a provider's stdout and stderr."""
+        with self._lock:
+            prov = self._get(name)
+            path = prov.log_path
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidSpec(f"number of lines must be a non-negative integer, not {n!r}")
+        return _statedir.tail(path, n) if path is not None else ""
+
+    def status(self) -> dict:
+        with self._lock:
+            counts: Dict[str, int] = {}
+            for p in self._providers.values():
+                counts[p.state] = counts.get(p.state, 0) + 1
+            wd = self._watchdog
+            return {
+                "host": self.host_id,
+                "started": self.started,
+                "pid": os.getpid(),
+                "watchdog_pid": wd.pid if wd is not None else None,
+                "watchdog_alive": wd is not None and not wd.lost,
+                "state_dir": str(self.state_dir) if self.state_dir else None,
+                "providers": counts,
+            }
+
+    # --- stopping ------------------------------------------------------------------------
+
+    def _target(self, p: Provider, cap: Optional[float] = None) -> Target:
+        timeout = p.stop_timeout if cap is None else min(p.stop_timeout, cap)
+        return Target(p.name, p.main, p.main.pid if p.main else None, p.stop_signal, timeout)
+
+    def _requires_map(self) -> Dict[str, tuple]:
+        return {n: p.requires for n, p in self._providers.items()}
+
+    def _dependents_closure(self, names: Iterable[str]) -> List[str]:
+        out = list(dict.fromkeys(names))
+        i = 0
+        while i < len(out):
+            for n, p in self._providers.items():
+                if out[i] in p.requires and n not in out:
+                    out.append(n)
+            i += 1
+        return out
+
+    def stop(self, *names: str, timeout: Optional[float] = None) -> StopReport:
+        """Stop providers and, first, everything that depends on them."""
+        if len(names) == 1 and not isinstance(names[0], str):
+            names = tuple(names[0])
+        cap = check_timeout("timeout", timeout, allow_none=True)
+        with self._lock:
+            for n in names:
+                self._get(n)
+            provs = [self._providers[n] for n in self._dependents_closure(names)]
+        return self._stop(provs, cap)
+
+    def restart(self, name: str, timeout: float = 30.0) -> Provider:
+        """Stop ``name`` (and its dependents), start it again, then bring its dependents back."""
+        with self._lock:
+            prov = self._get(name)
+            closure = [self._providers[n] for n in self._dependents_closure([name])]
+            was_active = {p.name for p in closure if p.state in ACTIVE}
+        self._stop(closure)
+        with self._lock:
+            stop_order = order_for_stop([p.name for p in closure], self._requires_map())
+        start_order = [self._providers[n] for level in reversed(stop_order) for n in level]
+        new = None
+        for p in start_order:
+            if p is prov or p.name in was_active:
+                started = self.run(p.name, p.argv, env=p.env, cwd=p.cwd, requires=p.requires,
+                                   stop_signal=p.stop_signal, stop_timeout=p.stop_timeout,
+                                   oneshot=p.oneshot, timeout=timeout)
+                started.restarts = p.restarts + 1 if p is prov else p.restarts
+                started.shell = p.shell
+                new = new or started
+        return new
+
+    def _stop(self, provs: Sequence[Provider], cap: Optional[float] = None) -> StopReport:
+        """The one stop path: stop ``provs`` (each once, however many callers ask)."""
+        t0 = time.monotonic()
+        with self._lock:
+            mine = [p for p in provs if p._stopping is None and p.main is not None]
+            if mine:
+                op = _Op()
+                for p in mine:
+                    p._stopping = op
+                    if p.state in ACTIVE:
+                        p.state = "stopping"
+                self._changed.notify_all()
+                op.run_in_thread(self._execute_stop, mine, cap, name="hostconsole-stop")
+            ops = list(dict.fromkeys(p._stopping for p in provs if p._stopping is not None))
+        outcomes: Dict[str, dict] = {}
+        for o in ops:
+            outcomes.update(o.result())
+        records = [outcomes[p.name] for p in provs if p.name in outcomes]
+        return StopReport(records, seconds=time.monotonic() - t0)
+
+    def _execute_stop(self, provs: List[Provider], cap: Optional[float]) -> Dict[str, dict]:
+        names = [p.name for p in provs]
+        with self._lock:
+            levels = order_for_stop(names, self._requires_map())
+        outcomes: Optional[List[dict]] = None
+        wd = self._watchdog
+        if wd is not None and not wd.lost:
+            try:
+                reply = wd.request("stop", timeout=None, levels=levels, cap=cap)
+                if "report" in reply:
+                    outcomes = reply["report"]
+            except _WatchdogLost:
+                outcomes = None
+        if outcomes is None:
+            # No watchdog to do it: the same ladder, from here, over this user's processes.
+            by_name = {p.name: p for p in provs}
+            targets = [[self._target(by_name[n], cap) for n in level] for level in levels]
+            found = stop_levels(targets, Finder(self.host_id or "", user_universe))
+            outcomes = [o.as_dict() for o in found]
+        result = {o["name"]: o for o in outcomes}
+        with self._lock:
+            for p in provs:
+                o = result.get(p.name)
+                if o is not None and o["outcome"] != "gone" and (o["exit_code"] is not None or o["signal"]):
+                    p.exit_code, p.signal = o["exit_code"], o["signal"]
+                if p.state in ACTIVE:
+                    p.state = "stopped"
+                p._stopping = None
+                result.setdefault(p.name, {"name": p.name, "outcome": "gone", "exit_code": p.exit_code,
+                                           "signal": p.signal, "seconds": 0.0, "survivors": []})
+            self._changed.notify_all()
+        return result
+
+    def purge(self, timeout: Optional[float] = None) -> StopReport:
+        """Stop every provider, dependents first; the host stays up.
+
+        Idempotent and deduplicated: concurrent callers (threads, a signal handler) all
+        wait for the same purge and get its report.  ``timeout`` caps every provider's
+        stop timeout (SIGKILL comes no later than that).
+        """
+        cap = check_timeout("timeout", timeout, allow_none=True)
+        with self._lock:
+            op = self._purge_op
+            if op is None:
+                op = self._purge_op = _Op()
+                op.run_in_thread(self._do_purge, op, cap, name="hostconsole-purge")
+        return op.result()
+
+    def _do_purge(self, op: _Op, cap):
+        try:
+            with self._lock:
+                provs = [p for p in self._providers.values() if p.main is not None]
+            return self._stop(provs, cap)
+        finally:
+            with self._lock:
+                if self._purge_op is op:
+                    self._purge_op = None
+
+    def shutdown(self, timeout: Optional[float] = None) -> StopReport:
+        """Purge, then release everything the host holds (watchdog, logs, state).
+
+        Every way out of a session ends here; concurrent and repeated calls share it.
+        """
+        with self._lock:
+            if not self.started and self._shutdown_op is None:
+                return StopReport([])
+            op = self._shutdown_op
+            if op is None:
+                op = self._shutdown_op = _Op()
+                op.run_in_thread(self._do_shutdown, timeout, name="hostconsole-shutdown")
+        return op.result()
+
+    def _do_shutdown(self, timeout):
+        try:
+            report = self.purge(timeout)  # execution first ...
+            with self._lock:
+                wd, self._watchdog = self._watchdog, None
+                host_dir = self.host_dir
+            if wd is not None:
+                wd.close()  # ... then release, from one place
+            _statedir.remove_tree(host_dir)
+            return report
+        finally:
+            with self._lock:
+                self._providers.clear()
+                self.started = False
+                self._shutdown_op = None
+                self.host_dir = None
+                _live_hosts.discard(self)
+                self._changed.notify_all()
+
+    def __repr__(self):
+        if not self.started:
+            return "<hostconsole.Host (not started)>"
+        with self._lock:
+            n = sum(p.state in ACTIVE for p in self._providers.values())
+        return f"<hostconsole.Host {self.host_id}: {n} active provider{'s' if n != 1 else ''}, state {self.state_dir}>"
+
+
+# --- live figures -------------------------------------------------------------------------
+
+_ps_cache: Dict[ProcId, "object"] = {}
+
+
+def _figures(idents: Sequence[ProcId]) -> dict:
+    """cpu %, rss, process count and listening TCP ports of one tree."""
+    import psutil
+
+    cpu = 0.0
+    rss = 0
+    ports = set()
+    n = 0
+    for ident in idents:
+        proc = _ps_cache.get(ident)
+        try:
+            if proc is None:
+                proc = psutil.Process(ident.pid)
+                proc.cpu_percent(None)  # first call only primes the counter
+                _ps_cache[ident] = proc
+            with proc.oneshot():
+                cpu += proc.cpu_percent(None)
+                rss += proc.memory_info().rss
+            conns = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections(kind="tcp")
+            ports.update(c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN)
+            n += 1
+        except psutil.Error:
+            _ps_cache.pop(ident, None)
+    live = set(idents)
+    for key in [k for k in _ps_cache if k not in live and not _proc.alive(k)]:
+        _ps_cache.pop(key, None)
+    return {"cpu_percent": round(cpu, 1), "rss": rss, "nprocs": n, "ports": sorted(ports)}
+
+
+# --- the process's host -------------------------------------------------------------------
+
+_default_host: Optional[Host] = None
+_default_lock = threading.Lock()
+
+
+def get_host() -> Host:
+    """This process's host: the one the IPython magics use (created, not started)."""
+    global _default_host
+    with _default_lock:
+        if _default_host is None:
+            _default_host = Host()
+        return _default_host
+
+
+@atexit.register
+def _shutdown_all_at_exit():
+    for host in list(_live_hosts):
+        try:
+            host.shutdown()
+        except Exception as e:  # exit must go on; the watchdog finishes what we could not
+            print(f"hostconsole: shutdown at exit failed: {e}", file=sys.stderr)
+
+
+def _forget_hosts_in_child():
+    # A fork of the owner (multiprocessing, say) must neither keep the watchdog's socket
+    # open -- end-of-file on it is how the watchdog learns that the owner died -- nor stop
+    # the parent's providers when it exits.  In the child, every host starts afresh.
+    for host in list(_live_hosts):
+        wd, host._watchdog = host._watchdog, None
+        if wd is not None:
+            try:
+                os.close(wd.channel.sock.detach())
+            except OSError:
+                pass
+        host._lock = threading.RLock()
+        host._changed = threading.Condition(host._lock)
+        host._providers = {}
+        host._purge_op = host._shutdown_op = None
+        host.started = False
+    _live_hosts.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hosts_in_child)
