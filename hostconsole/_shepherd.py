@@ -134,8 +134,8 @@ class Shepherd:
                              "exit_code": code, "signal": sig}
                     break
             self.reaped.notify_all()
-        if event is not None:
-            self._send(event)
+            if event is not None:
+                self._send(event)
 
     def tracker(self):
         """Keep each provider's membership current, so a descendant that later escapes
@@ -184,7 +184,8 @@ class Shepherd:
         rid = msg.get("id")
         try:
             if op == "spawn":
-                reply = self.spawn(msg)
+                self.spawn(msg)  # replies itself: see there
+                return
             elif op == "stop":
                 threading.Thread(target=self._stop_request, args=(rid, msg), daemon=True).start()
                 return
@@ -220,16 +221,18 @@ class Shepherd:
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True,
                 )
-                # The child cannot be reaped while we hold spawn_lock, so its /proc entry
-                # (a zombie at worst) still names it.
+                # The reaper cannot reap the child while we hold spawn_lock, so its /proc
+                # entry (a zombie at worst) still names it -- and by the time the reaper
+                # can, the provider is registered and the host has its reply: an exit
+                # event never overtakes the reply that announces the pid.
                 main = _proc.identity(popen.pid)
+                prov = Provider(name, popen, main, msg["stop_signal"], msg["stop_timeout"], msg.get("requires", ()))
+                with self.lock:
+                    self.providers[name] = prov
+                    self._send({"re": msg["id"], "pid": main.pid, "start": main.start, "pgid": main.pid})
         finally:
             log.close()
-        prov = Provider(name, popen, main, msg["stop_signal"], msg["stop_timeout"], msg.get("requires", ()))
-        with self.lock:
-            self.providers[name] = prov
         self.child_event.set()
-        return {"pid": main.pid, "start": main.start, "pgid": main.pid}
 
     def trees(self, names):
         with self.lock:
@@ -240,7 +243,11 @@ class Shepherd:
 
     def _stop_request(self, rid, msg):
         try:
-            outcomes = self.stop(msg["levels"], msg.get("cap"))
+            rest = None
+            if msg.get("sweep"):
+                # A purge: everything under the watchdog is the host's, attributed or not.
+                rest = Target("(unattributed)", None, None, signal.SIGTERM, 1.0 if msg.get("cap") is None else min(1.0, msg["cap"]))
+            outcomes = self.stop(msg["levels"], msg.get("cap"), rest=rest)
             reply = {"report": [o.as_dict() for o in outcomes]}
         except Exception as e:  # the host falls back to stopping by itself
             reply = {"error": {"type": type(e).__name__, "message": str(e)}}

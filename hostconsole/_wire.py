@@ -35,7 +35,9 @@ class Channel:
         return json.loads(line)
 
     def close(self) -> None:
-        for f in (self._rfile.close, lambda: self.sock.shutdown(socket.SHUT_RDWR), self.sock.close):
+        # Shut down first: it wakes a reader blocked in recv() with end-of-file, which
+        # releases the buffered reader's lock that close() would otherwise wait on.
+        for f in (lambda: self.sock.shutdown(socket.SHUT_RDWR), self._rfile.close, self.sock.close):
             try:
                 f()
             except OSError:

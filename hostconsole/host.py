@@ -273,6 +273,10 @@ class _Watchdog:
                     slot = self._pending.pop(msg["re"], None)
                 if slot is not None:
                     slot[1] = msg
+                    if slot[2] is not None:
+                        # Applied here, in channel order: a later event (the provider's
+                        # exit) must find the reply's effects already in place.
+                        slot[2](msg)
                     slot[0].set()
             elif msg.get("ev") == "exit":
                 host = self._host_ref()
@@ -291,13 +295,13 @@ class _Watchdog:
         if host is not None:
             host._on_watchdog_lost(self)
 
-    def request(self, op: str, timeout: Optional[float] = REQUEST_TIMEOUT, **fields) -> dict:
+    def request(self, op: str, timeout: Optional[float] = REQUEST_TIMEOUT, on_reply=None, **fields) -> dict:
         with self._lock:
             if self.lost:
                 raise _WatchdogLost()
             self._next_id += 1
             rid = self._next_id
-            slot = [threading.Event(), None]
+            slot = [threading.Event(), None, on_reply]
             self._pending[rid] = slot
         try:
             self.channel.send({"id": rid, "op": op, **fields})
@@ -512,20 +516,24 @@ class Host:
         env.update(self._markers(prov.name))
         msg = dict(name=prov.name, argv=prov.argv, env=env, cwd=prov.cwd, log=str(log),
                    stop_signal=prov.stop_signal, stop_timeout=prov.stop_timeout, requires=list(prov.requires))
-        reply = self._request("spawn", **msg)
+
+        def started(reply):
+            if "pid" in reply:
+                with self._lock:
+                    prov.log_path = log
+                    prov.main = ProcId(reply["pid"], reply["start"])
+                    prov.started_at = time.monotonic()
+                    if prov.state == "starting" and not prov.oneshot:
+                        prov.state = "running"
+                    self._changed.notify_all()
+
+        reply = self._request("spawn", on_reply=started, **msg)
         err = reply.get("error")
         if err:
             text = err.get("message") or err.get("type")
             if err.get("type") in ("FileNotFoundError", "PermissionError", "NotADirectoryError"):
                 raise ExecutableNotFound(f"cannot execute {prov.argv[0]!r}: {text}")
             raise ProviderFailed(f"cannot start {prov.name!r}: {text}")
-        with self._lock:
-            prov.log_path = log
-            prov.main = ProcId(reply["pid"], reply["start"])
-            prov.started_at = time.monotonic()
-            if prov.state == "starting" and not prov.oneshot:
-                prov.state = "running"
-            self._changed.notify_all()
 
     def _markers(self, name: str) -> Dict[str, str]:
         owner = _proc.identity(os.getpid())
@@ -717,7 +725,7 @@ class Host:
                 new = new or started
         return new
 
-    def _stop(self, provs: Sequence[Provider], cap: Optional[float] = None) -> StopReport:
+    def _stop(self, provs: Sequence[Provider], cap: Optional[float] = None, sweep: bool = False) -> StopReport:
         """The one stop path: stop ``provs`` (each once, however many callers ask)."""
         t0 = time.monotonic()
         with self._lock:
@@ -729,7 +737,7 @@ class Host:
                     if p.state in ACTIVE:
                         p.state = "stopping"
                 self._changed.notify_all()
-                op.run_in_thread(self._execute_stop, mine, cap, name="hostconsole-stop")
+                op.run_in_thread(self._execute_stop, mine, cap, sweep, name="hostconsole-stop")
             ops = list(dict.fromkeys(p._stopping for p in provs if p._stopping is not None))
         outcomes: Dict[str, dict] = {}
         for o in ops:
@@ -737,7 +745,7 @@ class Host:
         records = [outcomes[p.name] for p in provs if p.name in outcomes]
         return StopReport(records, seconds=time.monotonic() - t0)
 
-    def _execute_stop(self, provs: List[Provider], cap: Optional[float]) -> Dict[str, dict]:
+    def _execute_stop(self, provs: List[Provider], cap: Optional[float], sweep: bool = False) -> Dict[str, dict]:
         names = [p.name for p in provs]
         with self._lock:
             levels = order_for_stop(names, self._requires_map())
@@ -745,7 +753,7 @@ class Host:
         wd = self._watchdog
         if wd is not None and not wd.lost:
             try:
-                reply = wd.request("stop", timeout=None, levels=levels, cap=cap)
+                reply = wd.request("stop", timeout=None, levels=levels, cap=cap, sweep=sweep)
                 if "report" in reply:
                     outcomes = reply["report"]
             except _WatchdogLost:
@@ -756,7 +764,7 @@ class Host:
             targets = [[self._target(by_name[n], cap) for n in level] for level in levels]
             found = stop_levels(targets, Finder(self.host_id or "", user_universe))
             outcomes = [o.as_dict() for o in found]
-        result = {o["name"]: o for o in outcomes}
+        result = {o["name"]: o for o in outcomes if o["name"] in names}
         with self._lock:
             for p in provs:
                 o = result.get(p.name)
@@ -789,7 +797,7 @@ class Host:
         try:
             with self._lock:
                 provs = [p for p in self._providers.values() if p.main is not None]
-            return self._stop(provs, cap)
+            return self._stop(provs, cap, sweep=True)
         finally:
             with self._lock:
                 if self._purge_op is op:

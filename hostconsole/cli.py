@@ -1,0 +1,69 @@
+"""The ``hostconsole`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+import urllib.request
+from typing import List, Optional
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cmd_demo(args) -> int:
+    """Start a host with a web server and a worker that polls it; show ps, logs, purge."""
+    from .host import Host
+
+    port = args.port or _free_port()
+    with Host() as host:
+        print(f"host {host.host_id} started; state in {host.state_dir}")
+        host.run("web", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                    print(f"GET http://127.0.0.1:{port}/ -> {r.status}")
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    print("the web server did not answer within 10 s", file=sys.stderr)
+                    return 1
+                time.sleep(0.05)
+        poll = ("import time, urllib.request\n"
+                "while True:\n"
+                f"    print('poll', urllib.request.urlopen('http://127.0.0.1:{port}/').status, flush=True)\n"
+                "    time.sleep(0.2)\n")
+        host.run("worker", [sys.executable, "-c", poll], requires="web")
+        time.sleep(1)
+        print("\n$ ps"); print(host.ps())
+        print("\n$ logs worker -n 3"); print(host.logs("worker", 3), end="")
+        print("\n$ purge"); print(host.purge())
+    print("\nhost shut down: nothing it started is left running")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="hostconsole", description="Process host console for IPython and Jupyter.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser("demo", help="run a short demonstration: a web server and a worker, then purge")
+    demo.add_argument("--port", type=int, default=0, help="port for the demo web server (default: a free one)")
+    demo.set_defaults(fn=cmd_demo)
+    args = ap.parse_args(argv)
+    if not getattr(args, "fn", None):
+        ap.print_help()
+        return 2
+    from .errors import HostconsoleError
+
+    try:
+        return args.fn(args)
+    except HostconsoleError as e:
+        print(f"hostconsole: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,70 @@
+"""Suite-wide fixtures.
+
+The leak guard is the suite's promise in miniature: after the whole run, no process of
+this user may carry a HOSTCONSOLE_HOST marker that was not there before the run.  Any such
+process is killed by pid (identity-checked) and the run fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from helpers import marked, wait_until  # noqa: E402
+
+from hostconsole import _proc  # noqa: E402
+
+_LEAKS = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_guard():
+    before = set(marked())
+    yield
+    def leftovers():
+        return {i: m for i, m in marked().items() if i not in before}
+    try:
+        wait_until(lambda: not leftovers(), timeout=15, what="marked processes to end")
+    except AssertionError:
+        pass
+    leaks = leftovers()
+    for ident, m in leaks.items():
+        _proc.send(ident, signal.SIGKILL)
+        _LEAKS.append(f"pid {ident.pid} host={m.get('HOSTCONSOLE_HOST')} provider={m.get('HOSTCONSOLE_PROVIDER')}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _LEAKS:
+        print("\nLEAKED PROCESSES (killed):\n  " + "\n  ".join(_LEAKS), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _LEAKS:
+        terminalreporter.write_line(
+            f"hostconsole leak guard: {len(_LEAKS)} marked process(es) outlived the suite: FAILED", red=True
+        )
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch):
+    d = tmp_path / "state"
+    monkeypatch.setenv("HOSTCONSOLE_STATE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def host(state_dir):
+    """A started host; after the test it is shut down and none of its processes may remain."""
+    from hostconsole import Host
+
+    h = Host(state_dir).start()
+    host_id = h.host_id
+    yield h
+    h.shutdown()
+    wait_until(lambda: not marked(host_id), timeout=15, what=f"host {host_id}'s processes to end")
