@@ -21,6 +21,7 @@ from .errors import (
 )
 from .host import Host, Provider, get_host
 from ._table import PsTable, StopReport
+from .reap import ReapReport, reap
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,8 @@ __all__ = [
     "Provider",
     "PsTable",
     "StopReport",
+    "ReapReport",
+    "reap",
     "get_host",
     "HostconsoleError",
     "HostError",

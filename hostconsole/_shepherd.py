@@ -327,8 +327,11 @@ def main(argv=None) -> int:
     ap.add_argument("--report", help="where to write what happened when the owner died")
     args = ap.parse_args(argv)
 
-    # Inherited "ignore" dispositions would pass on to every provider; start clean.
-    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGCHLD):
+    # Inherited "ignore" dispositions would pass on to every provider; start clean.  Not
+    # SIGPIPE: the watchdog must survive writing to the socket of an owner that just died
+    # (Python's SIG_IGN turns that into BrokenPipeError), and Popen restores it for
+    # providers anyway.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     _set_subreaper()
     import socket

@@ -45,6 +45,10 @@ class Target:
     # Every process seen in the tree so far, by pid.  Kept between finds so that a
     # descendant which later left the group and lost its parent is still ours.
     members: Dict[int, ProcId] = field(default_factory=dict)
+    # Whose marker identifies the tree: HOSTCONSOLE_HOST (default: the finder's host) and
+    # HOSTCONSOLE_PROVIDER (default: ``name``; "" for a host's watchdog).
+    host_id: Optional[str] = None
+    marker: Optional[str] = None
 
     def __post_init__(self):
         if self.main is not None:
@@ -88,14 +92,14 @@ class Finder:
         self.universe = universe
         self._marker_cache: Dict[ProcId, Tuple[str, str]] = {}
 
-    def _provider_of(self, st: ProcStat) -> Optional[str]:
+    def _marker_of(self, st: ProcStat) -> Tuple[str, str]:
         key = st.ident
         hit = self._marker_cache.get(key)
         if hit is None:
             m = _proc.markers(st.pid)
             hit = (m.get("HOSTCONSOLE_HOST", ""), m.get("HOSTCONSOLE_PROVIDER", ""))
             self._marker_cache[key] = hit
-        return hit[1] if hit[0] == self.host_id and hit[1] else None
+        return hit
 
     def find(self, targets: Sequence[Target], rest: Optional[Target] = None) -> Dict[int, ProcStat]:
         """Refresh each target's ``members`` in place; return the table used.
@@ -104,14 +108,17 @@ class Finder:
         it (the watchdog's final sweep: everything under it is the host's by construction).
         """
         table = self.universe()
-        by_name = {t.name: t for t in targets}
+        by_marker = {
+            (t.host_id or self.host_id, t.name if t.marker is None else t.marker): t
+            for t in targets if t.host_id or self.host_id
+        }
         claimed: Dict[int, Target] = {}
         # Markers first: they are the one attribution that does not depend on timing.
-        if self.host_id:
+        if by_marker:
             for st in table.values():
-                name = self._provider_of(st)
-                if name in by_name:
-                    claimed[st.pid] = by_name[name]
+                hit = self._marker_of(st)
+                if hit[0] and hit in by_marker:
+                    claimed[st.pid] = by_marker[hit]
         for t in targets:
             roots = [pid for pid, ident in t.members.items() if pid in table and table[pid].start == ident.start]
             if t.pgid is not None and any(table[pid].pgid == t.pgid for pid in roots):

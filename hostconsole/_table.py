@@ -51,8 +51,9 @@ class Table:
     state_key = "state"
     empty = "(nothing)"
 
-    def __init__(self, records: List[Dict[str, Any]]):
+    def __init__(self, records: List[Dict[str, Any]], notes: Sequence[str] = ()):
         self.records = records
+        self.notes = list(notes)  # shown under the table: things the user should know
 
     def __len__(self):
         return len(self.records)
@@ -72,6 +73,9 @@ class Table:
         return [[fmt(r.get(key)) for key, _, fmt in self.columns] for r in self.records]
 
     def __repr__(self):
+        return "\n".join([self._text()] + [f"! {n}" for n in self.notes])
+
+    def _text(self):
         if not self.records:
             return self.empty
         head = [h for _, h, _ in self.columns]
@@ -81,6 +85,10 @@ class Table:
         return "\n".join([line(head)] + [line(r) for r in rows])
 
     def _repr_html_(self):
+        notes = "".join(f"<p style='color:#cf222e'>&#9888; {html.escape(n)}</p>" for n in self.notes)
+        return self._html() + notes
+
+    def _html(self):
         if not self.records:
             return f"<p><em>{html.escape(self.empty)}</em></p>"
         head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for _, h, _ in self.columns)
@@ -135,6 +143,6 @@ class StopReport(Table):
         ("seconds", "SECONDS", lambda v: f"{v:.3f}"),
     )
 
-    def __init__(self, records, seconds: float = 0.0):
-        super().__init__(records)
+    def __init__(self, records, seconds: float = 0.0, notes: Sequence[str] = ()):
+        super().__init__(records, notes)
         self.seconds = seconds  # wall time of the whole stop, all levels

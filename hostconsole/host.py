@@ -28,7 +28,7 @@ import weakref
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
-from . import _proc, _statedir
+from . import _proc, _statedir, registry
 from ._proc import ProcId
 from ._stop import Finder, Target, order_for_stop, stop_levels, user_universe
 from ._table import PsTable, StopReport
@@ -145,6 +145,7 @@ class Provider:
         self.state = "starting"
         self.main: Optional[ProcId] = None
         self.started_at: Optional[float] = None  # monotonic
+        self.started_wall: Optional[float] = None
         self.restarts = 0
         self.exit_code: Optional[int] = None
         self.signal: Optional[str] = None
@@ -241,8 +242,9 @@ class _Watchdog:
         if owner is not None:
             cmd += ["--owner", f"{owner.pid}:{owner.start}"]
         env = dict(os.environ)
-        env["HOSTCONSOLE_HOST"] = host.host_id  # marks it as this host's, but never as a provider
+        # Marked as this host's (so a reap can find it if its owner dies), never as a provider.
         env.pop("HOSTCONSOLE_PROVIDER", None)
+        env.update(host._markers(None))
         pkg_parent = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = pkg_parent + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(host.host_dir / "watchdog.log", "ab", buffering=0) as log:
@@ -354,7 +356,7 @@ class Host:
         self.state_dir: Optional[Path] = None
         self.host_dir: Optional[Path] = None
         self.started = False
-        self.last_start_report: Optional[dict] = None
+        self.last_reap = None  # what start() reaped
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -372,14 +374,24 @@ class Host:
                 )
             root = _statedir.private_dir(state_dir or self._state_dir_arg or _statedir.default_state_dir())
             hosts = _statedir.private_dir(root / "hosts", "hosts directory")
+            # Leftovers of dead hosts first: their ports and memory are what we'd trip on.
+            from .reap import reap
+
+            self.last_reap = reap(state_dir=root)
+            if self.last_reap.records:
+                print(f"hostconsole: {self.last_reap.summary()}", file=sys.stderr)
+            self._owner = _proc.identity(os.getpid())
             self.host_id = secrets.token_hex(4)
             self.state_dir = root
             self.host_dir = _statedir.private_dir(hosts / self.host_id, "host directory")
             _statedir.private_dir(self.host_dir / "logs", "log directory")
+            self._started_wall = time.time()
+            self._save_warned = False
+            self.started = True
             self._watchdog = _Watchdog(self)
             self._watchdog_lost = False
-            self.started = True
             _live_hosts.add(self)
+            self._save()
         return self
 
     def __enter__(self):
@@ -523,8 +535,10 @@ class Host:
                     prov.log_path = log
                     prov.main = ProcId(reply["pid"], reply["start"])
                     prov.started_at = time.monotonic()
+                    prov.started_wall = time.time()
                     if prov.state == "starting" and not prov.oneshot:
                         prov.state = "running"
+                    self._save()
                     self._changed.notify_all()
 
         reply = self._request("spawn", on_reply=started, **msg)
@@ -535,14 +549,54 @@ class Host:
                 raise ExecutableNotFound(f"cannot execute {prov.argv[0]!r}: {text}")
             raise ProviderFailed(f"cannot start {prov.name!r}: {text}")
 
-    def _markers(self, name: str) -> Dict[str, str]:
-        owner = _proc.identity(os.getpid())
-        return {
+    def _markers(self, name: Optional[str]) -> Dict[str, str]:
+        """The environment that makes a process recognisably this host's.
+
+        HOSTCONSOLE_OWNER (pid:start of the owning process) lets anyone decide whether the
+        host is alive from the process alone, with no registry; HOSTCONSOLE_STATE_DIR says
+        which state directory's reap may judge it.
+        """
+        m = {
             "HOSTCONSOLE_HOST": self.host_id,
-            "HOSTCONSOLE_PROVIDER": name,
-            "HOSTCONSOLE_OWNER": f"{owner.pid}:{owner.start}" if owner else str(os.getpid()),
+            "HOSTCONSOLE_OWNER": f"{self._owner.pid}:{self._owner.start}",
             "HOSTCONSOLE_STATE_DIR": str(self.state_dir),
         }
+        if name is not None:
+            m["HOSTCONSOLE_PROVIDER"] = name
+        return m
+
+    def _save(self):
+        """Rewrite this host's registry entry (call with the lock held)."""
+        if not self.started or self.host_dir is None:
+            return
+        wd = self._watchdog
+        provs = {}
+        for p in self._providers.values():
+            provs[p.name] = {
+                "pid": p.main.pid if p.main else None, "start": p.main.start if p.main else None,
+                "pgid": p.main.pid if p.main else None, "state": p.state, "kind": p.kind,
+                "requires": list(p.requires), "stop_signal": p.stop_signal, "stop_timeout": p.stop_timeout,
+                "argv": p.argv, "restarts": p.restarts, "exit_code": p.exit_code, "signal": p.signal,
+                "started": p.started_wall,
+            }
+        data = {
+            "version": registry.VERSION,
+            "host": self.host_id,
+            "owner": {"pid": self._owner.pid, "start": self._owner.start},
+            "owner_argv": sys.argv[:8],
+            "kind": "kernel" if "ipykernel" in sys.modules else "script",
+            "started": self._started_wall,
+            "state_dir": str(self.state_dir),
+            "watchdog": {"pid": wd.ident.pid, "start": wd.ident.start} if wd is not None and wd.ident else None,
+            "watchdog_alive": wd is not None and not wd.lost,
+            "providers": provs,
+        }
+        try:
+            registry.write_atomic(self.host_dir / registry.HOST_FILE, data)
+        except OSError as e:
+            if not self._save_warned:
+                self._save_warned = True
+                print(f"hostconsole: cannot write the registry entry of host {self.host_id}: {e}", file=sys.stderr)
 
     def _wait_oneshot(self, prov: Provider, timeout: float):
         state = self._wait_for(prov, lambda: prov.state not in ACTIVE, timeout)
@@ -573,12 +627,14 @@ class Host:
             prov.exit_code, prov.signal = msg["exit_code"], msg["signal"]
             if prov.state in ("starting", "running", "restarting"):
                 prov.state = "exited" if prov.exit_code == 0 else "failed"
+            self._save()
             self._changed.notify_all()
 
     def _on_watchdog_lost(self, wd: _Watchdog):
         with self._lock:
             if self._watchdog is wd and self.started and self._shutdown_op is None:
                 self._watchdog_lost = True
+                self._save()
                 print(
                     f"hostconsole: host {self.host_id}: its watchdog (pid {wd.pid}) is gone; providers keep "
                     f"running and will be stopped by this host's shutdown, or by the next reap",
@@ -647,7 +703,11 @@ class Host:
             }
             rec.update(_figures(trees.get(p.name, [])))
             records.append(rec)
-        return PsTable(records)
+        notes = []
+        if self._watchdog_lost:
+            notes.append("this host's watchdog died: providers keep running, but if this process dies now "
+                         "they are left to the next reap; shut the host down and start it again to re-arm it")
+        return PsTable(records, notes)
 
     def logs(self, name: str, n: int = 100) -> str:
         """The last ``n`` lines of a provider's stdout and stderr."""
@@ -672,6 +732,7 @@ class Host:
                 "watchdog_alive": wd is not None and not wd.lost,
                 "state_dir": str(self.state_dir) if self.state_dir else None,
                 "providers": counts,
+                "reaped_at_start": self.last_reap.found if self.last_reap is not None else 0,
             }
 
     # --- stopping ------------------------------------------------------------------------
@@ -775,6 +836,7 @@ class Host:
                 p._stopping = None
                 result.setdefault(p.name, {"name": p.name, "outcome": "gone", "exit_code": p.exit_code,
                                            "signal": p.signal, "seconds": 0.0, "survivors": []})
+            self._save()
             self._changed.notify_all()
         return result
 

@@ -1,0 +1,253 @@
+"""Crash safety: the watchdog, the registry, and reaping leftovers of dead hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import hostconsole
+from hostconsole import _proc, registry
+
+from helpers import alive, marked, read_pids, wait_until
+
+OWNER = str(Path(__file__).with_name("owner.py"))
+
+
+def start_owner(state_dir, tmp_path, count=1):
+    out = tmp_path / "owner.json"
+    proc = subprocess.Popen([sys.executable, OWNER, str(state_dir), str(out), str(count)])
+    wait_until(lambda: out.exists() or proc.poll() is not None, timeout=60, what="owner to start its providers")
+    assert proc.poll() is None, "owner script failed"
+    info = json.loads(out.read_text())
+    info["proc"] = proc
+    gcs = {}
+    for i in range(count):
+        for kind in ("plain", "escape"):
+            gcs[f"{kind}{i}"] = read_pids(tmp_path / f"{kind}{i}.gc")[0]
+    info["grandchildren"] = gcs
+    return info
+
+
+def tree_pids(info):
+    return set(info["providers"].values()) | set(info["grandchildren"].values())
+
+
+def test_sigkill_of_the_owner_stops_every_tree_gracefully_first(state_dir, tmp_path):
+    info = start_owner(state_dir, tmp_path)
+    host_id = info["host"]
+    before = marked(host_id)
+    assert {i.pid for i in before} >= tree_pids(info)
+    t0 = time.monotonic()
+    info["proc"].kill()
+    info["proc"].wait()
+    wait_until(lambda: not marked(host_id), timeout=1 + 4, interval=0.005, what="every provider process to be gone")
+    delay = time.monotonic() - t0
+    print(f"\nowner SIGKILLed: last process gone after {delay * 1000:.0f} ms (stop_timeout of the stubborn one: 1 s)")
+    # The graceful ones got SIGTERM first, escaped grandchild included.
+    assert (tmp_path / "plain0.term").read_text().strip() == "TERM"
+    assert (tmp_path / "escape0.term").read_text().strip() == "TERM"
+    report = json.loads((state_dir / "hosts" / host_id / "watchdog-report.json").read_text())
+    assert report["reason"] == "owner closed the channel" or report["reason"] == "owner process exited"
+    outcomes = {o["name"]: o["outcome"] for o in report["outcomes"]}
+    assert outcomes["stubborn0"] == "killed" and outcomes["plain0"] == "exited"
+
+
+def test_graceful_trees_are_gone_promptly_after_the_owner_is_killed(state_dir, tmp_path):
+    """Without a TERM-ignoring provider, nothing should wait for a timeout."""
+    out = tmp_path / "owner.json"
+    script = (
+        "import hostconsole, json, sys, time\n"
+        f"h = hostconsole.Host({str(state_dir)!r}).start()\n"
+        "for i in range(5):\n"
+        "    h.run(f'p{i}', 'sleep 300 & setsid sleep 300 & wait', shell=True)\n"
+        f"open({str(out)!r}, 'w').write(h.host_id)\n"
+        "time.sleep(300)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    wait_until(lambda: out.exists() and out.read_text(), timeout=60, what="owner ready")
+    host_id = out.read_text()
+    wait_until(lambda: len(marked(host_id)) == 1 + 5 * 3, what="15 provider processes and the watchdog")
+    t0 = time.monotonic()
+    proc.kill()
+    proc.wait()
+    wait_until(lambda: not marked(host_id), timeout=5, interval=0.005, what="all gone")
+    delay = time.monotonic() - t0
+    print(f"\nowner SIGKILLed, 5 graceful trees (15 processes): gone after {delay * 1000:.0f} ms")
+    assert delay < 2.5  # far below the 5 s stop timeout: nobody waited for a timeout
+
+
+def test_watchdog_survives_reporting_an_exit_to_its_dead_owner(state_dir, tmp_path):
+    """Regression: the watchdog died of SIGPIPE when, stopping the trees of a killed owner,
+    it reported the first exit over the broken socket -- leaving the slower trees alive."""
+    out = tmp_path / "owner.json"
+    script = (
+        "import hostconsole, time\n"
+        f"h = hostconsole.Host({str(state_dir)!r}).start()\n"
+        "h.run('quick', ['sleep', '300'])\n"
+        "h.run('slow', \"trap '' TERM; sleep 300 & wait\", shell=True, stop_timeout=1)\n"
+        f"open({str(out)!r}, 'w').write(h.host_id)\n"
+        "time.sleep(300)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    wait_until(lambda: out.exists() and out.read_text(), timeout=60, what="owner ready")
+    host_id = out.read_text()
+    wait_until(lambda: len(marked(host_id)) == 4, what="providers and watchdog up")
+    proc.kill()
+    proc.wait()
+    wait_until(lambda: not marked(host_id), timeout=5, what="the slow tree to be killed too")
+    report = json.loads((state_dir / "hosts" / host_id / "watchdog-report.json").read_text())
+    assert {o["name"]: o["outcome"] for o in report["outcomes"]} == {"quick": "exited", "slow": "killed"}
+
+
+def test_watchdog_killed_while_host_lives(host, tmp_path):
+    p = host.run("survivor", ["sleep", "300"])
+    wd = host.status()["watchdog_pid"]
+    os.kill(wd, signal.SIGKILL)
+    wait_until(lambda: not host.status()["watchdog_alive"], what="host to notice its watchdog died")
+    table = host.ps()
+    assert any("watchdog died" in n for n in table.notes)
+    assert "watchdog died" in repr(table)
+    assert table["survivor"]["state"] == "running" and alive(p.pid)  # not killed with it
+    with pytest.raises(hostconsole.HostError, match="watchdog is gone"):
+        host.run("new", ["sleep", "300"])
+    rec = registry.read(host.host_dir)
+    assert rec.data["watchdog_alive"] is False
+    # The host's own stop path still works without it.
+    report = host.purge()
+    assert report["survivor"]["outcome"] == "exited"
+    assert not alive(p.main)
+
+
+def test_double_fault_leftovers_are_reaped_by_the_next_start(state_dir, tmp_path):
+    info = start_owner(state_dir, tmp_path)
+    host_id = info["host"]
+    os.kill(info["watchdog"], signal.SIGKILL)
+    wait_until(lambda: not alive(info["watchdog"]), what="watchdog dead")
+    info["proc"].kill()
+    info["proc"].wait()
+    time.sleep(0.3)  # give a (wrongly) surviving watchdog the chance to act: there is none
+    survivors = marked(host_id)
+    assert {i.pid for i in survivors} >= tree_pids(info), "nothing should have stopped them yet"
+
+    dry = hostconsole.reap(dry_run=True, state_dir=state_dir)
+    assert dry.dry_run and dry.found == len(survivors)
+    assert {r["host"] for r in dry} == {host_id}
+    assert all(alive(i) for i in survivors), "a dry run touches nothing"
+
+    with pytest.warns(None) if False else _no_warning():
+        h = hostconsole.Host(state_dir).start()
+    try:
+        assert h.last_reap.found == len(survivors)
+        assert {r["name"] for r in h.last_reap} == {"plain0", "escape0", "stubborn0"}
+        assert not marked(host_id)
+        assert (tmp_path / "plain0.term").read_text().strip() == "TERM"  # gracefully first
+        assert host_id in h.last_reap.removed
+        assert not (state_dir / "hosts" / host_id).exists()
+        assert h.status()["reaped_at_start"] == len(survivors)
+    finally:
+        h.shutdown()
+
+
+class _no_warning:
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.simplefilter("error")
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+def _dead_identity():
+    p = subprocess.Popen(["true"])
+    ident = _proc.identity(p.pid)
+    p.wait()
+    return ident
+
+
+def test_reap_never_touches_the_innocent(state_dir, tmp_path):
+    dead = _dead_identity()
+    innocents = []
+    try:
+        # 1. no marker at all
+        innocents.append(subprocess.Popen(["sleep", "300"], start_new_session=True))
+        # 2. a registry entry of a dead host naming an unmarked process (a recycled pid)
+        victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
+        innocents.append(victim)
+        vid = _proc.identity(victim.pid)
+        hdir = state_dir / "hosts" / "deadbeef"
+        hdir.mkdir(parents=True, mode=0o700)
+        registry.write_atomic(hdir / "host.json", {
+            "version": 1, "host": "deadbeef", "owner": {"pid": dead.pid, "start": dead.start},
+            "providers": {"web": {"pid": vid.pid, "start": vid.start, "pgid": vid.pid}}})
+        # 3. a marked process of a dead host, but of another state directory
+        other = {"HOSTCONSOLE_HOST": "0ther", "HOSTCONSOLE_PROVIDER": "x",
+                 "HOSTCONSOLE_OWNER": f"{dead.pid}:{dead.start}", "HOSTCONSOLE_STATE_DIR": str(tmp_path / "elsewhere")}
+        innocents.append(subprocess.Popen(["sleep", "300"], env={**os.environ, **other}, start_new_session=True))
+        # 4. a marked process whose owner cannot be determined
+        vague = {"HOSTCONSOLE_HOST": "vague", "HOSTCONSOLE_PROVIDER": "x", "HOSTCONSOLE_STATE_DIR": str(state_dir)}
+        innocents.append(subprocess.Popen(["sleep", "300"], env={**os.environ, **vague}, start_new_session=True))
+        # 5. another user's process with a dead host's marker (only root can make one)
+        if os.getuid() == 0:
+            foreign = {"HOSTCONSOLE_HOST": "f0reign", "HOSTCONSOLE_PROVIDER": "x",
+                       "HOSTCONSOLE_OWNER": f"{dead.pid}:{dead.start}", "HOSTCONSOLE_STATE_DIR": str(state_dir)}
+            innocents.append(subprocess.Popen(["sleep", "300"], env={**os.environ, **foreign}, user="nobody",
+                                              start_new_session=True))
+        # 6. a live host's provider, its registry entry corrupted
+        with hostconsole.Host(state_dir) as live:
+            lp = live.run("live", ["sleep", "300"])
+            # Its start() already reaped: the stale entry went, nothing innocent was touched.
+            assert "deadbeef" in live.last_reap.removed and live.last_reap.found == 0
+            assert not hdir.exists()
+            (live.host_dir / "host.json").write_text("{not json")
+            with pytest.warns(RuntimeWarning, match="unreadable registry entry"):
+                report = hostconsole.reap(state_dir=state_dir)
+            assert report.found == 0, report
+            assert alive(lp.main)
+        assert all(p.poll() is None for p in innocents)
+    finally:
+        for p in innocents:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("content,words", [
+    ('{"version": 1, "host": "trunc', "unreadable"),
+    ("not json at all", "unreadable"),
+    ('["a list"]', "malformed"),
+    ('{"version": 99, "host": "future"}', "newer hostconsole"),
+])
+def test_broken_registry_entries_are_skipped_with_a_warning(state_dir, content, words):
+    d = state_dir / "hosts" / "broken"
+    d.mkdir(parents=True, mode=0o700)
+    (d / "host.json").write_text(content)
+    with pytest.warns(RuntimeWarning, match=words):
+        assert registry.read_all(state_dir) == []
+    with pytest.warns(RuntimeWarning):
+        assert hostconsole.reap(state_dir=state_dir).found == 0
+    assert d.exists()  # never deleted on a guess
+
+
+def test_registry_entry_describes_the_live_host(host):
+    host.run("db", ["sleep", "300"], stop_timeout=2)
+    host.run("api", ["sleep", "300"], requires="db")
+    path = host.host_dir / "host.json"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    rec = registry.read(host.host_dir)
+    assert rec.alive and rec.host_id == host.host_id
+    assert rec.watchdog.pid == host.status()["watchdog_pid"]
+    db = rec.providers["db"]
+    assert db["pid"] == host.provider("db").pid and db["stop_timeout"] == 2
+    assert rec.providers["api"]["requires"] == ["db"]
+    assert _proc.identity(db["pid"]) == _proc.ProcId(db["pid"], db["start"])
+    host.stop("db")
+    assert registry.read(host.host_dir).providers["db"]["state"] == "stopped"
