@@ -22,12 +22,21 @@ from hostconsole import _proc  # noqa: E402
 _LEAKS = []
 
 
+def _ours(m, base):
+    return m.get("HOSTCONSOLE_STATE_DIR", "").startswith(base)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def leak_guard():
-    before = set(marked())
+def leak_guard(tmp_path_factory):
+    # Every host this session makes keeps its state under the session's base temp dir: a
+    # host given no state dir lands in the default below.  That is how the guard tells
+    # this run's processes from those of anyone else on the machine (another test run,
+    # a developer's kernel), which it must never kill.
+    base = str(tmp_path_factory.getbasetemp())
+    os.environ["HOSTCONSOLE_STATE_DIR"] = os.path.join(base, "default-state")
     yield
     def leftovers():
-        return {i: m for i, m in marked().items() if i not in before}
+        return {i: m for i, m in marked().items() if _ours(m, base)}
     try:
         wait_until(lambda: not leftovers(), timeout=15, what="marked processes to end")
     except AssertionError:
