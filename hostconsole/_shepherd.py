@@ -35,6 +35,7 @@ from ._stop import Finder, Target, order_for_stop, stop_levels
 from ._wire import Channel
 
 TRACK_INTERVAL = 0.5
+LOG_CHECK_INTERVAL = 0.1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -71,6 +72,7 @@ class Shepherd:
         self.spawn_lock = threading.Lock()
         self.child_event = threading.Event()
         self.providers: Dict[str, Provider] = {}
+        self.logs: Dict[str, int] = {}  # log path -> size cap
         self.finder = Finder(host_id, self._universe)
         self._finished = threading.Event()
         self._finishing = threading.Lock()
@@ -148,6 +150,21 @@ class Shepherd:
                     self.find(targets)
                 except Exception as e:  # never let tracking kill the watchdog
                     print(f"hostconsole watchdog: tracking failed: {e!r}", flush=True)
+
+    def log_guard(self):
+        """Keep every log under its cap: past it, keep its last cap bytes as NAME.log.1 and
+        truncate NAME.log (providers write with O_APPEND, so they carry on at the new end).
+        Like logrotate's copytruncate, output written during the copy can be lost; the
+        disk use of a provider stays below about twice its cap, however fast it writes."""
+        while not self._finished.wait(LOG_CHECK_INTERVAL):
+            with self.lock:
+                logs = list(self.logs.items())
+            for path, cap in logs:
+                try:
+                    if os.stat(path).st_size > cap:
+                        rotate_log(path, cap)
+                except OSError:
+                    pass  # deleted under us, or the disk is full: nothing better to do here
 
     def owner_watch(self):
         if self.owner is None:
@@ -229,6 +246,8 @@ class Shepherd:
                 prov = Provider(name, popen, main, msg["stop_signal"], msg["stop_timeout"], msg.get("requires", ()))
                 with self.lock:
                     self.providers[name] = prov
+                    if msg.get("log_max"):
+                        self.logs[msg["log"]] = int(msg["log_max"])
                     self._send({"re": msg["id"], "pid": main.pid, "start": main.start, "pgid": main.pid})
         finally:
             log.close()
@@ -302,6 +321,23 @@ class _LockedFinder(Finder):
         return self._s.find(targets, rest)
 
 
+def rotate_log(path: str, cap: int) -> None:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - cap))
+        data = f.read(cap)
+    nl = data.find(b"\n")
+    if 0 <= nl < len(data) - 1:
+        data = data[nl + 1:]  # start the kept part at a whole line
+    old = path + ".1"
+    tmp = f"{old}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, old)
+    os.truncate(path, 0)
+
+
 def _decode(status):
     if status is None:
         return None, None
@@ -350,7 +386,7 @@ def main(argv=None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
 
-    for fn in (shep.reaper, shep.tracker, shep.owner_watch):
+    for fn in (shep.reaper, shep.tracker, shep.log_guard, shep.owner_watch):
         threading.Thread(target=fn, daemon=True).start()
     reason = "owner closed the channel"
     try:

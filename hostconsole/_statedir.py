@@ -57,8 +57,24 @@ def private_dir(path: Union[str, Path], what: str = "state directory") -> Path:
     return path
 
 
+def size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except (OSError, TypeError):
+        return 0
+
+
 def tail(path: Union[str, Path], n: int) -> str:
-    """The last ``n`` lines of a file, read from its end (cheap for large logs)."""
+    """The last ``n`` lines of a log, read from its end (cheap for large logs); lines
+    from the rotated ``.1`` file make up for a log that was just rotated."""
+    out = _tail(path, n)
+    have = out.count("\n")
+    if have < n:
+        out = _tail(f"{path}.1", n - have) + out
+    return out
+
+
+def _tail(path: Union[str, Path], n: int) -> str:
     if n <= 0:
         return ""
     try:
@@ -67,7 +83,7 @@ def tail(path: Union[str, Path], n: int) -> str:
         return ""
     with f:
         f.seek(0, os.SEEK_END)
-        end = pos = f.tell()
+        pos = f.tell()
         chunk = 8192
         data = b""
         while pos > 0 and data.count(b"\n") <= n:
@@ -76,7 +92,6 @@ def tail(path: Union[str, Path], n: int) -> str:
             f.seek(pos)
             data = f.read(step) + data
             chunk *= 2
-        del end
     lines = data.splitlines()[-n:]
     return b"\n".join(lines).decode("utf-8", errors="replace") + ("\n" if lines else "")
 

@@ -37,6 +37,10 @@ class ProviderFailed(HostconsoleError, RuntimeError):
     """A provider could not be started, or ended before it became ready."""
 
 
+class PortInUse(HostconsoleError, RuntimeError):
+    """The port a readiness check names is already taken (the message says by whom)."""
+
+
 class HostError(HostconsoleError, RuntimeError):
     """The host itself cannot do what was asked (shut down, state dir unusable...)."""
 

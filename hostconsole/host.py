@@ -26,9 +26,9 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Union
 
-from . import _proc, _statedir, registry
+from . import _proc, _ready, _statedir, registry
 from ._proc import ProcId
 from ._stop import Finder, Target, order_for_stop, stop_levels, user_universe
 from ._table import PsTable, StopReport
@@ -39,6 +39,7 @@ from .errors import (
     HostError,
     InvalidSpec,
     PlatformNotSupported,
+    PortInUse,
     ProviderFailed,
     UnknownDependency,
     UnknownProvider,
@@ -47,7 +48,10 @@ from .errors import (
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 ACTIVE = frozenset({"starting", "running", "restarting", "stopping"})
 DEFAULT_STOP_TIMEOUT = 5.0
+DEFAULT_READY_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 30.0
+RESTART_POLICIES = ("no", "on-failure", "always")
+PROGRESS_INTERVAL = 0.25
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -131,8 +135,18 @@ def _resolve_executable(argv0: str, cwd: Optional[str], env: Mapping[str, str]) 
 class Provider:
     """A provider of a host, and the handle ``Host.run`` returns."""
 
-    def __init__(self, host: "Host", name, argv, *, env, cwd, requires, stop_signal, stop_timeout, oneshot, shell):
+    def __init__(self, host: "Host", name, argv, *, env, cwd, requires, stop_signal, stop_timeout, oneshot, shell,
+                 ready=None, ready_timeout=DEFAULT_READY_TIMEOUT, restart="no"):
         self._host = host
+        self.ready_spec: _ready.ReadySpec = ready or _ready.ReadySpec()
+        self.ready_timeout: float = ready_timeout
+        self.restart_policy: str = restart
+        self.incarnation = 0  # bumped by every spawn; stale monitors and timers check it
+        self.log_offset = 0  # where this incarnation's output starts in the log
+        self.error: Optional[str] = None  # why it failed, when the host knows more than an exit code
+        self._restart_times: List[float] = []
+        self._life = threading.RLock()  # serialises a launch against a stop
+        self._failing = False
         self.name = name
         self.argv: List[str] = argv
         self.shell = shell
@@ -168,7 +182,7 @@ class Provider:
 
     @property
     def ready(self) -> bool:
-        return self.state == "running" or (self.oneshot and self.state == "exited")
+        return (self.state == "running" and not self.oneshot) or (self.oneshot and self.state == "exited")
 
     def stop(self) -> StopReport:
         return self._host.stop(self.name)
@@ -343,7 +357,30 @@ class Host:
     it starts on entry and shuts down on exit.
     """
 
-    def __init__(self, state_dir: Union[str, os.PathLike, None] = None):
+    def __init__(
+        self,
+        state_dir: Union[str, os.PathLike, None] = None,
+        *,
+        restart_backoff: float = 0.5,
+        restart_backoff_max: float = 30.0,
+        restart_limit: int = 5,
+        restart_window: float = 60.0,
+        log_max_bytes: int = 10 * 1024 * 1024,
+    ):
+        """``restart_*``: a provider with a restart policy is restarted after
+        ``restart_backoff`` seconds, doubling each time up to ``restart_backoff_max``; more
+        than ``restart_limit`` restarts within ``restart_window`` seconds and it is failed
+        for good.  ``log_max_bytes``: each provider's log is rotated (one old file kept)
+        past this size, so a chatty provider cannot fill the disk."""
+        self.restart_backoff = check_timeout("restart backoff", restart_backoff)
+        self.restart_backoff_max = check_timeout("restart backoff max", restart_backoff_max)
+        if not isinstance(restart_limit, int) or restart_limit < 0:
+            raise InvalidSpec(f"restart limit must be a non-negative integer, not {restart_limit!r}")
+        self.restart_limit = restart_limit
+        self.restart_window = check_timeout("restart window", restart_window)
+        if not isinstance(log_max_bytes, int) or log_max_bytes < 1024:
+            raise InvalidSpec(f"log_max_bytes must be an integer of at least 1024, not {log_max_bytes!r}")
+        self.log_max_bytes = log_max_bytes
         self._state_dir_arg = state_dir
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -415,15 +452,25 @@ class Host:
         stop_signal: Union[str, int] = "TERM",
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         oneshot: bool = False,
+        ready: Optional[str] = None,
+        ready_timeout: float = DEFAULT_READY_TIMEOUT,
+        restart: str = "no",
         wait: bool = True,
-        timeout: float = 30.0,
+        progress: Optional[Callable[[float, str], None]] = None,
     ) -> Provider:
         """Start provider ``name`` and return its handle.
 
         ``command`` is an argv list, or a string: split like a shell line, or with
-        ``shell=True`` run by bash.  With ``wait`` (default) a oneshot is waited for until
-        it exits (non-zero raises ``ProviderFailed``), and dependencies in ``requires`` are
-        waited for until ready.  Bad input raises before anything starts.
+        ``shell=True`` run by bash.  ``ready`` is a readiness check (``port:N``, an
+        ``http://`` URL, ``log:REGEX``, ``cmd:SHELL``, ``none``); a oneshot is ready when it
+        exits 0.  ``restart`` is ``no``, ``on-failure`` or ``always``.
+
+        With ``wait`` (default) the call returns once the provider is ready, after its
+        dependencies (``requires``) are; it raises ``ProviderFailed`` if the provider
+        exits first or is not ready within ``ready_timeout`` (then it is stopped).
+        Without ``wait`` it returns at once and all of that happens in the background.
+        ``progress(elapsed, waiting_for)`` is called about every 0.25 s while waiting.
+        Bad input raises before anything starts, and disturbs nothing.
         """
         check_name(name)
         env = _check_env(env)
@@ -439,7 +486,10 @@ class Host:
                 raise InvalidSpec(f"provider {name!r} cannot require itself")
         sig = parse_signal(stop_signal)
         stop_timeout = check_timeout("stop timeout", stop_timeout)
-        timeout = check_timeout("timeout", timeout)
+        ready_timeout = check_timeout("ready timeout", ready_timeout)
+        ready_spec = _ready.parse(ready)
+        if restart not in RESTART_POLICIES:
+            raise InvalidSpec(f"unknown restart policy {restart!r}: use no, on-failure or always")
         argv = self._argv(command, shell)
         merged = dict(os.environ)
         merged.update(env)
@@ -458,23 +508,43 @@ class Host:
                 if r not in self._providers:
                     raise UnknownDependency(f"unknown dependency {r!r}: start it before {name!r}")
             prov = Provider(self, name, argv, env=env, cwd=cwd, requires=requires, stop_signal=sig,
-                            stop_timeout=stop_timeout, oneshot=bool(oneshot), shell=shell)
+                            stop_timeout=stop_timeout, oneshot=bool(oneshot), shell=shell,
+                            ready=ready_spec, ready_timeout=ready_timeout, restart=restart)
             if old is not None:
                 prov.restarts = old.restarts
             self._providers[name] = prov  # reserves the name while we wait for dependencies
-        try:
-            self._await_requirements(prov, timeout)
-            self._spawn(prov)
-        except BaseException:
+
+        def unreserve():
             with self._lock:
                 if self._providers.get(name) is prov and prov.main is None:
                     if old is not None:
                         self._providers[name] = old
                     else:
                         del self._providers[name]
+                    self._changed.notify_all()
+
+        if not wait:
+            def background():
+                try:
+                    self._await_requirements(prov, None)
+                    self._check_port(prov)
+                    self._launch(prov)
+                except Exception as e:  # reported through the provider's state
+                    with self._lock:
+                        prov.state, prov.error = "failed", str(e)
+                        self._save()
+                        self._changed.notify_all()
+
+            threading.Thread(target=background, name=f"hostconsole-start-{name}", daemon=True).start()
+            return prov
+        try:
+            self._await_requirements(prov, progress)
+            self._check_port(prov)
+            self._launch(prov)
+        except BaseException:
+            unreserve()
             raise
-        if prov.oneshot and wait:
-            self._wait_oneshot(prov, timeout)
+        self._await_ready(prov, progress)
         return prov
 
     @staticmethod
@@ -496,7 +566,12 @@ class Host:
             raise InvalidSpec("missing command")
         return argv
 
-    def _await_requirements(self, prov: Provider, timeout: float):
+    def _await_requirements(self, prov: Provider, progress):
+        """Wait until every dependency is ready; raise if one failed or stopped.
+
+        Bounded by the provider's ready timeout."""
+        timeout = prov.ready_timeout
+
         def check():
             for r in prov.requires:
                 dep = self._providers.get(r)
@@ -508,17 +583,33 @@ class Host:
                 return False
             return True
 
+        t0 = time.monotonic()
         with self._lock:
-            if not check():
-                deadline = time.monotonic() + timeout
-                while not check():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        waiting = [r for r in prov.requires if not self._providers[r].ready]
-                        raise ProviderFailed(
-                            f"cannot start {prov.name!r}: dependencies {', '.join(waiting)} not ready after {timeout:g}s"
-                        )
-                    self._changed.wait(min(left, 0.5))
+            while not check():
+                left = t0 + timeout - time.monotonic()
+                if left <= 0:
+                    waiting = [r for r in prov.requires if not self._providers[r].ready]
+                    raise ProviderFailed(
+                        f"cannot start {prov.name!r}: dependencies {', '.join(waiting)} not ready after {timeout:g}s"
+                    )
+                self._changed.wait(min(left, PROGRESS_INTERVAL))
+                if progress is not None:
+                    waiting = [r for r in prov.requires if not self._providers[r].ready]
+                    progress(time.monotonic() - t0, f"dependencies {', '.join(waiting)}")
+
+    def _launch(self, prov: Provider):
+        """Spawn one incarnation of ``prov`` and watch it until it is ready."""
+        with prov._life:
+            with self._lock:
+                if prov.state not in ("starting", "restarting") or self._shutdown_op is not None:
+                    raise ProviderFailed(f"provider {prov.name!r} was stopped before it started")
+            self._spawn(prov)
+        with self._lock:
+            inc = prov.incarnation
+            watch = prov.state == "starting"
+        if watch:
+            threading.Thread(target=self._monitor_ready, args=(prov, inc), daemon=True,
+                             name=f"hostconsole-ready-{prov.name}").start()
 
     def _spawn(self, prov: Provider):
         log = self.host_dir / "logs" / _statedir.log_name(prov.name)
@@ -527,16 +618,25 @@ class Host:
         env.update(prov.env)
         env.update(self._markers(prov.name))
         msg = dict(name=prov.name, argv=prov.argv, env=env, cwd=prov.cwd, log=str(log),
-                   stop_signal=prov.stop_signal, stop_timeout=prov.stop_timeout, requires=list(prov.requires))
+                   log_max=self.log_max_bytes, stop_signal=prov.stop_signal,
+                   stop_timeout=prov.stop_timeout, requires=list(prov.requires))
+        try:
+            offset = log.stat().st_size
+        except OSError:
+            offset = 0
 
         def started(reply):
+            # Runs on the channel's reader thread, before any later event is read.
             if "pid" in reply:
                 with self._lock:
-                    prov.log_path = log
+                    prov.incarnation += 1
+                    prov.log_path, prov.log_offset = log, offset
                     prov.main = ProcId(reply["pid"], reply["start"])
                     prov.started_at = time.monotonic()
                     prov.started_wall = time.time()
-                    if prov.state == "starting" and not prov.oneshot:
+                    prov.exit_code = prov.signal = prov.error = None
+                    prov.state = "starting"
+                    if not prov.oneshot and prov.ready_spec.kind == "none":
                         prov.state = "running"
                     self._save()
                     self._changed.notify_all()
@@ -548,6 +648,132 @@ class Host:
             if err.get("type") in ("FileNotFoundError", "PermissionError", "NotADirectoryError"):
                 raise ExecutableNotFound(f"cannot execute {prov.argv[0]!r}: {text}")
             raise ProviderFailed(f"cannot start {prov.name!r}: {text}")
+
+    def _monitor_ready(self, prov: Provider, inc: int):
+        """Probe one incarnation until it is ready, ends, or runs out of time.
+
+        A oneshot has no probe: its exit (seen by ``_on_exit``) is its readiness, and
+        only the deadline is watched here."""
+        deadline = time.monotonic() + prov.ready_timeout
+        what = "exit 0" if prov.oneshot else prov.ready_spec.describe()
+        pause = 0.02
+        while True:
+            with self._lock:
+                if prov.incarnation != inc or prov.state != "starting":
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._fail_start(prov, inc, f"not ready after {prov.ready_timeout:g}s: waited for {what}; "
+                                            f"it was stopped")
+                return
+            ok = False
+            if not prov.oneshot:
+                try:
+                    ok = prov.ready_spec.check(prov.log_path, prov.log_offset, left)
+                except Exception:  # a probe that breaks is a probe that says "not yet"
+                    ok = False
+            with self._lock:
+                if ok:
+                    if prov.incarnation == inc and prov.state == "starting":
+                        prov.state = "running"
+                        self._save()
+                        self._changed.notify_all()
+                    return
+                # Woken early by any state change (an exit, a stop).
+                self._changed.wait(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 1.5, 0.25 if not prov.oneshot else 1.0)
+
+    def _fail_start(self, prov: Provider, inc: int, reason: str):
+        with self._lock:
+            if prov.incarnation != inc or prov.state != "starting":
+                return
+            prov.state, prov.error = "failed", reason
+            prov._failing = True  # a waiter reports the failure once the tree is gone
+            self._changed.notify_all()
+        try:
+            self._stop([prov])  # "failed" is not active: it stays failed, its tree goes
+        finally:
+            with self._lock:
+                prov._failing = False
+                self._save()
+                self._changed.notify_all()
+
+    def _await_ready(self, prov: Provider, progress):
+        """Wait (bounded by the ready timeout, plus the stop it may cause) until ``prov`` is
+        ready; raise ProviderFailed with its last output if it fails instead."""
+        if not prov.oneshot and prov.ready_spec.kind == "none":
+            return  # ready the moment it was spawned, whatever it has done since
+        t0 = time.monotonic()
+        what = "exit 0" if prov.oneshot else prov.ready_spec.describe()
+        limit = prov.ready_timeout + prov.stop_timeout + 5.0
+        with self._lock:
+            while True:
+                if prov.ready:
+                    return
+                if prov.state not in ACTIVE and not prov._failing:
+                    break
+                if time.monotonic() - t0 > limit:
+                    break
+                self._changed.wait(PROGRESS_INTERVAL)
+                if progress is not None and prov.state in ACTIVE:
+                    progress(time.monotonic() - t0, what)
+            state, error = prov.state, prov.error
+            code = prov.signal or prov.exit_code
+        if error is None:
+            how = f"exit code {code}" if isinstance(code, int) else f"killed by {code}"
+            if state not in ("exited", "failed"):
+                error = f"is {state}"
+            elif prov.oneshot:
+                error = f"failed ({how})"
+            else:
+                error = f"exited ({how}) before it became ready"
+        tail = self.logs(prov.name, 10).rstrip()
+        kind = "oneshot" if prov.oneshot else "provider"
+        raise ProviderFailed(f"{kind} {prov.name!r} {error}" + (f"; last output:\n{tail}" if tail else "; no output"))
+
+    def _check_port(self, prov: Provider):
+        """Refuse at once if the port the readiness check names is already taken.
+
+        A leftover of a dead host that its own watchdog is still stopping is waited for
+        (briefly), since it is about to free the port."""
+        port = prov.ready_spec.port
+        if port is None or not _ready.port_open(port):
+            return
+        deadline = time.monotonic() + 10.0
+        while True:
+            holders = _ready.port_holders(port)
+            described, dying = [], False
+            for pid, cmd in holders or [(None, "")]:
+                text, leftover_being_stopped = self._describe_holder(pid, cmd)
+                described.append(text)
+                dying = dying or leftover_being_stopped
+            if dying and time.monotonic() < deadline:
+                time.sleep(0.1)
+                if not _ready.port_open(port):
+                    return
+                continue
+            raise PortInUse(f"port {port} is already taken by {'; '.join(described)}")
+
+    def _describe_holder(self, pid, cmd):
+        """One phrase for whoever holds a port; and whether it is a dying leftover."""
+        if pid is None:
+            return "a process this user cannot see (another user's?)", False
+        m = _proc.markers(pid)
+        what = f"pid {pid} ({cmd})" if cmd else f"pid {pid}"
+        hid, name = m.get("HOSTCONSOLE_HOST"), m.get("HOSTCONSOLE_PROVIDER")
+        if not hid:
+            return what, False
+        if hid == self.host_id:
+            return f"provider {name!r} of this host, {what}", False
+        from .reap import _owner
+
+        owner = _owner(m)
+        if owner is not None and _proc.alive(owner):
+            return f"provider {name!r} of live host {hid} (owner pid {owner.pid}), {what}", False
+        rec = registry.read(self.state_dir / "hosts" / hid) if self.state_dir else None
+        stopping = rec is not None and rec.watchdog is not None and _proc.alive(rec.watchdog)
+        return (f"a leftover of dead host {hid} (provider {name!r}), {what}: "
+                f"run `%host reap` or hostconsole.reap() to stop it"), stopping
 
     def _markers(self, name: Optional[str]) -> Dict[str, str]:
         """The environment that makes a process recognisably this host's.
@@ -598,16 +824,6 @@ class Host:
                 self._save_warned = True
                 print(f"hostconsole: cannot write the registry entry of host {self.host_id}: {e}", file=sys.stderr)
 
-    def _wait_oneshot(self, prov: Provider, timeout: float):
-        state = self._wait_for(prov, lambda: prov.state not in ACTIVE, timeout)
-        if state is None:
-            raise ProviderFailed(f"oneshot {prov.name!r} still running after {timeout:g}s (it keeps running)")
-        if state != "exited":
-            raise ProviderFailed(
-                f"oneshot {prov.name!r} {state} (exit {prov.signal or prov.exit_code}); last output:\n"
-                + self.logs(prov.name, 10)
-            )
-
     def _wait_for(self, prov, predicate, timeout) -> Optional[str]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -625,10 +841,49 @@ class Host:
             if prov is None or prov.main != ProcId(msg["pid"], msg["start"]):
                 return
             prov.exit_code, prov.signal = msg["exit_code"], msg["signal"]
-            if prov.state in ("starting", "running", "restarting"):
-                prov.state = "exited" if prov.exit_code == 0 else "failed"
+            if prov.state in ("starting", "running"):
+                ok = prov.exit_code == 0
+                if prov.oneshot and ok:
+                    prov.state = "exited"  # done: that is a oneshot's readiness
+                elif prov.restart_policy == "always" or (prov.restart_policy == "on-failure" and not ok):
+                    self._schedule_restart(prov)
+                else:
+                    prov.state = "exited" if ok else "failed"
             self._save()
             self._changed.notify_all()
+
+    def _schedule_restart(self, prov: Provider):
+        """Restart with exponential backoff, at most ``restart_limit`` times within
+        ``restart_window`` seconds; past that the provider is failed and stays down
+        (OTP's restart intensity).  Call with the lock held."""
+        now = time.monotonic()
+        recent = [t for t in prov._restart_times if now - t < self.restart_window]
+        if len(recent) >= self.restart_limit:
+            prov.state = "failed"
+            prov.error = (f"restarted {len(recent)} times within {self.restart_window:g}s "
+                          f"(last exit {prov.signal or prov.exit_code}); giving up")
+            prov._restart_times = recent
+            return
+        delay = min(self.restart_backoff_max, self.restart_backoff * (2 ** len(recent)))
+        prov._restart_times = recent + [now]
+        prov.state = "restarting"
+        prov.restarts += 1
+        timer = threading.Timer(delay, self._respawn, args=(prov, prov.incarnation))
+        timer.daemon = True
+        timer.start()
+
+    def _respawn(self, prov: Provider, inc: int):
+        with self._lock:
+            if prov.state != "restarting" or prov.incarnation != inc:
+                return  # stopped (or restarted by hand) meanwhile
+        try:
+            self._launch(prov)
+        except Exception as e:
+            with self._lock:
+                if prov.state == "restarting":
+                    prov.state, prov.error = "failed", f"restart failed: {e}"
+                    self._save()
+                    self._changed.notify_all()
 
     def _on_watchdog_lost(self, wd: _Watchdog):
         with self._lock:
@@ -689,6 +944,7 @@ class Host:
         with self._lock:
             provs = [p for p in self._providers.values() if all or p.state != "stopped"]
         trees = self._trees(provs) if provs else {}
+        figures = _figures(trees)
         records = []
         for p in provs:
             rec = {
@@ -701,7 +957,10 @@ class Host:
                 "exit_code": p.exit_code,
                 "signal": p.signal,
             }
-            rec.update(_figures(trees.get(p.name, [])))
+            rec.update(figures.get(p.name) or {"cpu_percent": 0.0, "rss": 0, "nprocs": 0, "ports": []})
+            rec["ready"] = str(p.ready_spec)
+            rec["restart"] = p.restart_policy
+            rec["error"] = p.error
             records.append(rec)
         notes = []
         if self._watchdog_lost:
@@ -717,6 +976,32 @@ class Host:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InvalidSpec(f"number of lines must be a non-negative integer, not {n!r}")
         return _statedir.tail(path, n) if path is not None else ""
+
+    def follow(self, name: str, n: int = 10, poll: float = 0.1) -> Iterator[str]:
+        """Yield the last ``n`` lines of a provider's output, then new output as it comes.
+
+        Never ends by itself: stop iterating (or interrupt) to stop following.  Follows
+        the provider across restarts and log rotation."""
+        first = self.logs(name, n)
+        if first:
+            yield first
+        with self._lock:
+            path = self._get(name).log_path
+        pos = _statedir.size(path)
+        while True:
+            with self._lock:
+                path = self._providers[name].log_path if name in self._providers else path
+            size = _statedir.size(path)
+            if size < pos:  # rotated or truncated: start over at its beginning
+                pos = 0
+            if size > pos:
+                with open(path, "rb") as f:
+                    f.seek(pos)
+                    data = f.read(size - pos)
+                pos += len(data)
+                yield data.decode("utf-8", errors="replace")
+            else:
+                time.sleep(poll)
 
     def status(self) -> dict:
         with self._lock:
@@ -765,7 +1050,7 @@ class Host:
             provs = [self._providers[n] for n in self._dependents_closure(names)]
         return self._stop(provs, cap)
 
-    def restart(self, name: str, timeout: float = 30.0) -> Provider:
+    def restart(self, name: str, progress: Optional[Callable[[float, str], None]] = None) -> Provider:
         """Stop ``name`` (and its dependents), start it again, then bring its dependents back."""
         with self._lock:
             prov = self._get(name)
@@ -780,7 +1065,8 @@ class Host:
             if p is prov or p.name in was_active:
                 started = self.run(p.name, p.argv, env=p.env, cwd=p.cwd, requires=p.requires,
                                    stop_signal=p.stop_signal, stop_timeout=p.stop_timeout,
-                                   oneshot=p.oneshot, timeout=timeout)
+                                   oneshot=p.oneshot, ready=p.ready_spec, ready_timeout=p.ready_timeout,
+                                   restart=p.restart_policy, progress=progress)
                 started.restarts = p.restarts + 1 if p is prov else p.restarts
                 started.shell = p.shell
                 new = new or started
@@ -789,17 +1075,29 @@ class Host:
     def _stop(self, provs: Sequence[Provider], cap: Optional[float] = None, sweep: bool = False) -> StopReport:
         """The one stop path: stop ``provs`` (each once, however many callers ask)."""
         t0 = time.monotonic()
-        with self._lock:
-            mine = [p for p in provs if p._stopping is None and p.main is not None]
-            if mine:
-                op = _Op()
-                for p in mine:
-                    p._stopping = op
-                    if p.state in ACTIVE:
-                        p.state = "stopping"
-                self._changed.notify_all()
-                op.run_in_thread(self._execute_stop, mine, cap, sweep, name="hostconsole-stop")
-            ops = list(dict.fromkeys(p._stopping for p in provs if p._stopping is not None))
+        # A launch in flight (first start or respawn) finishes before we look: a process
+        # spawned at the same moment as the stop is never missed.
+        lives = sorted({id(p): p for p in provs}.values(), key=lambda p: p.name)
+        for p in lives:
+            p._life.acquire()
+        try:
+            with self._lock:
+                for p in provs:
+                    if p.main is None and p.state in ACTIVE:
+                        p.state = "stopped"  # still waiting to start: it never will
+                mine = [p for p in provs if p._stopping is None and p.main is not None]
+                if mine:
+                    op = _Op()
+                    for p in mine:
+                        p._stopping = op
+                        if p.state in ACTIVE:
+                            p.state = "stopping"
+                    self._changed.notify_all()
+                    op.run_in_thread(self._execute_stop, mine, cap, sweep, name="hostconsole-stop")
+                ops = list(dict.fromkeys(p._stopping for p in provs if p._stopping is not None))
+        finally:
+            for p in lives:
+                p._life.release()
         outcomes: Dict[str, dict] = {}
         for o in ops:
             outcomes.update(o.result())
@@ -909,35 +1207,42 @@ class Host:
 # --- live figures -------------------------------------------------------------------------
 
 _ps_cache: Dict[ProcId, "object"] = {}
+_ps_lock = threading.Lock()
 
 
-def _figures(idents: Sequence[ProcId]) -> dict:
-    """cpu %, rss, process count and listening TCP ports of one tree."""
+def _figures(trees: Mapping[str, Sequence[ProcId]]) -> Dict[str, dict]:
+    """cpu %, rss, process count and listening TCP ports of each tree, in one pass.
+
+    psutil.Process objects are kept between calls (by identity), because cpu % is the
+    usage since the previous call; the first sighting of a process reports 0.0.
+    """
     import psutil
 
-    cpu = 0.0
-    rss = 0
-    ports = set()
-    n = 0
-    for ident in idents:
-        proc = _ps_cache.get(ident)
-        try:
-            if proc is None:
-                proc = psutil.Process(ident.pid)
-                proc.cpu_percent(None)  # first call only primes the counter
-                _ps_cache[ident] = proc
-            with proc.oneshot():
-                cpu += proc.cpu_percent(None)
-                rss += proc.memory_info().rss
-            conns = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") else proc.connections(kind="tcp")
-            ports.update(c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN)
-            n += 1
-        except psutil.Error:
-            _ps_cache.pop(ident, None)
-    live = set(idents)
-    for key in [k for k in _ps_cache if k not in live and not _proc.alive(k)]:
-        _ps_cache.pop(key, None)
-    return {"cpu_percent": round(cpu, 1), "rss": rss, "nprocs": n, "ports": sorted(ports)}
+    out = {}
+    with _ps_lock:
+        for name, idents in trees.items():
+            cpu, rss, n, ports = 0.0, 0, 0, set()
+            for ident in idents:
+                proc = _ps_cache.get(ident)
+                try:
+                    if proc is None:
+                        proc = psutil.Process(ident.pid)
+                        proc.cpu_percent(None)  # primes the counter
+                        _ps_cache[ident] = proc
+                    with proc.oneshot():
+                        cpu += proc.cpu_percent(None)
+                        rss += proc.memory_info().rss
+                    conns = proc.net_connections(kind="tcp") if hasattr(proc, "net_connections") \
+                        else proc.connections(kind="tcp")
+                    ports.update(c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN)
+                    n += 1
+                except psutil.Error:
+                    _ps_cache.pop(ident, None)
+            out[name] = {"cpu_percent": round(cpu, 1), "rss": rss, "nprocs": n, "ports": sorted(ports)}
+        seen = {i for idents in trees.values() for i in idents}
+        for key in [k for k in _ps_cache if k not in seen]:
+            del _ps_cache[key]
+    return out
 
 
 # --- the process's host -------------------------------------------------------------------

@@ -1,0 +1,210 @@
+"""Readiness checks, and who holds a port.
+
+A ready spec is parsed (and refused, if malformed) before anything starts:
+
+    port:8000                         a TCP connect to localhost:8000 succeeds
+    http://127.0.0.1:8000/health      the URL answers 2xx or 3xx (https too; certificates
+                                      are not verified: this is a local health probe)
+    log:REGEX                         a line of the provider's output matches REGEX
+    cmd:SHELL                         the shell command exits 0
+    none                              ready as soon as it runs
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from .errors import InvalidSpec
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""}
+
+
+class ReadySpec:
+    kind = "none"
+    port: Optional[int] = None
+
+    def describe(self) -> str:
+        return "nothing"
+
+    def check(self, log_path: Optional[Path], log_offset: int, deadline_left: float) -> bool:
+        return True
+
+    def __str__(self):
+        return self.text
+
+    text = "none"
+
+
+class PortReady(ReadySpec):
+    kind = "port"
+
+    def __init__(self, text, port):
+        self.text, self.port = text, port
+
+    def describe(self):
+        return f"port {self.port} to accept connections"
+
+    def check(self, log_path, log_offset, deadline_left):
+        return port_open(self.port)
+
+
+class HttpReady(ReadySpec):
+    kind = "http"
+
+    def __init__(self, text, url, port):
+        self.text, self.url, self.port = text, url, port
+
+    def describe(self):
+        return f"{self.url} to answer 2xx/3xx"
+
+    def check(self, log_path, log_offset, deadline_left):
+        import ssl
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, *a, **k):
+                return None  # a 3xx is an answer: ready
+
+        handlers = [NoRedirect(), urllib.request.HTTPSHandler(context=ssl._create_unverified_context())]
+        opener = urllib.request.build_opener(*handlers)
+        try:
+            with opener.open(self.url, timeout=max(0.2, min(2.0, deadline_left))) as r:
+                return 200 <= r.status < 400
+        except urllib.error.HTTPError as e:
+            return 300 <= e.code < 400
+        except (OSError, ValueError):
+            return False
+
+
+class LogReady(ReadySpec):
+    kind = "log"
+
+    def __init__(self, text, regex):
+        self.text, self.regex = text, regex
+
+    def describe(self):
+        return f"a line of output matching {self.regex.pattern!r}"
+
+    def check(self, log_path, log_offset, deadline_left):
+        # Read what this incarnation wrote (from its offset in the log) and match per line.
+        if log_path is None:
+            return False
+        try:
+            with open(log_path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(log_offset if size >= log_offset else 0)
+                data = f.read(8 * 1024 * 1024)
+        except OSError:
+            return False
+        text = data.decode("utf-8", errors="replace")
+        return any(self.regex.search(line) for line in text.splitlines())
+
+
+class CmdReady(ReadySpec):
+    kind = "cmd"
+
+    def __init__(self, text, command):
+        self.text, self.command = text, command
+
+    def describe(self):
+        return f"`{self.command}` to exit 0"
+
+    def check(self, log_path, log_offset, deadline_left):
+        # In the kernel's own process group on purpose: a probe dies with the kernel's
+        # group, and it is always reaped here, so it never outlives its wait.
+        try:
+            proc = subprocess.Popen(["bash", "-c", self.command], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            return False
+        try:
+            return proc.wait(timeout=max(0.1, min(5.0, deadline_left))) == 0
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return False
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+
+
+def parse(spec) -> ReadySpec:
+    """Parse a ready spec, raising InvalidSpec with one line if it is malformed."""
+    if spec is None or isinstance(spec, ReadySpec):
+        return spec or ReadySpec()
+    if not isinstance(spec, str):
+        raise InvalidSpec(f"ready check must be a string such as 'port:8000', not {spec!r}")
+    text = spec.strip()
+    kind, sep, arg = text.partition(":")
+    kind = kind.lower()
+    if text.lower() == "none":
+        return ReadySpec()
+    if kind == "port" and sep:
+        if not arg.strip().isdigit() or not 1 <= int(arg) <= 65535:
+            raise InvalidSpec(f"malformed ready check {spec!r}: port must be a number from 1 to 65535")
+        return PortReady(text, int(arg))
+    if kind in ("http", "https") and sep:
+        u = urllib.parse.urlsplit(text)
+        if not u.hostname:
+            raise InvalidSpec(f"malformed ready check {spec!r}: the URL has no host")
+        try:
+            port = u.port or (443 if kind == "https" else 80)
+        except ValueError:
+            raise InvalidSpec(f"malformed ready check {spec!r}: bad port in URL") from None
+        return HttpReady(text, text, port if u.hostname in LOCAL_HOSTS else None)
+    if kind == "log" and sep:
+        if not arg:
+            raise InvalidSpec(f"malformed ready check {spec!r}: log: needs a regular expression")
+        try:
+            return LogReady(text, re.compile(arg))
+        except re.error as e:
+            raise InvalidSpec(f"malformed ready check {spec!r}: bad regular expression ({e})") from None
+    if kind == "cmd" and sep:
+        if not arg.strip():
+            raise InvalidSpec(f"malformed ready check {spec!r}: cmd: needs a shell command")
+        return CmdReady(text, arg)
+    raise InvalidSpec(
+        f"malformed ready check {spec!r}: use port:N, http://HOST:PORT/PATH, log:REGEX, cmd:SHELL or none"
+    )
+
+
+def port_open(port: int, timeout: float = 0.25) -> bool:
+    for family, addr in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                if s.connect_ex((addr, port)) == 0:
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def port_holders(port: int):
+    """Processes listening on TCP ``port``: [(pid or None, command line)]."""
+    import psutil
+
+    out = []
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        conns = []
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port:
+            cmd = ""
+            if c.pid:
+                try:
+                    cmd = " ".join(psutil.Process(c.pid).cmdline())[:120]
+                except psutil.Error:
+                    pass
+            if (c.pid, cmd) not in out:
+                out.append((c.pid, cmd))
+    return out
