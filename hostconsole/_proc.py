@@ -98,6 +98,14 @@ if LINUX:
         except OSError:
             return None
 
+    def environ_readable(pid: int) -> bool:
+        """False for a process whose environment is gone (in exit) or not ours to read."""
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                return bool(f.read(1))
+        except OSError:
+            return False
+
 else:  # macOS and other POSIX: psutil supplies what /proc would.
     import psutil
 
@@ -133,6 +141,12 @@ else:  # macOS and other POSIX: psutil supplies what /proc would.
             return psutil.Process(pid).uids().real
         except psutil.Error:
             return None
+
+    def environ_readable(pid: int) -> bool:
+        try:
+            return bool(psutil.Process(pid).environ())
+        except psutil.Error:
+            return False
 
 
 def identity(pid: int) -> Optional[ProcId]:

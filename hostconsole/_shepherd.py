@@ -35,6 +35,7 @@ from ._stop import Finder, Target, order_for_stop, stop_levels
 from ._wire import Channel
 
 TRACK_INTERVAL = 0.5
+CONTROL_TIMEOUT = 120.0
 LOG_CHECK_INTERVAL = 0.1
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -77,6 +78,9 @@ class Shepherd:
         self._finished = threading.Event()
         self._finishing = threading.Lock()
         self.goodbye = False
+        self.control_sock = None
+        self._controls: Dict[int, list] = {}
+        self._next_control = 0
 
     # --- what belongs to us -------------------------------------------------------------
 
@@ -166,6 +170,61 @@ class Shepherd:
                 except OSError:
                     pass  # deleted under us, or the disk is full: nothing better to do here
 
+    def control_server(self):
+        """Serve ``hostconsole stop`` and friends on the host's control socket.
+
+        Requests are relayed to the host, which does the work itself (so its own view of
+        its providers stays true) and answers through us.  Only this user may connect: the
+        socket lives in the 0700 host directory, and the peer's uid is checked too."""
+        srv = self.control_sock
+        while not self._finished.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve_control, args=(conn,), daemon=True).start()
+
+    def _serve_control(self, conn):
+        import socket as _socket
+        import struct
+
+        with conn:
+            try:
+                if hasattr(_socket, "SO_PEERCRED"):
+                    _, uid, _ = struct.unpack("3i", conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED,
+                                                                    struct.calcsize("3i")))
+                    if uid != os.getuid():
+                        return
+                conn.settimeout(10)
+                req = json.loads(conn.makefile("rb").readline() or b"{}")
+                op = req.get("op")
+                if op == "ping":
+                    answer = {"ok": True, "host": self.host_id, "pid": self.me}
+                elif op == "purge":
+                    answer = self._ask_host({"op": "purge", "timeout": req.get("timeout")})
+                else:
+                    answer = {"ok": False, "error": f"unknown control request {op!r}"}
+                conn.settimeout(None)
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+            except (OSError, ValueError):
+                pass
+
+    def _ask_host(self, request):
+        with self.lock:
+            self._next_control += 1
+            cid = self._next_control
+            slot = [threading.Event(), None]
+            self._controls[cid] = slot
+        self._send({"ev": "control", "cid": cid, **request})
+        if not slot[0].wait(CONTROL_TIMEOUT):
+            with self.lock:
+                self._controls.pop(cid, None)
+            return {"ok": False, "error": "the host did not answer in time"}
+        reply = slot[1]
+        if reply is None:
+            return {"ok": False, "error": "the host went away"}
+        return {k: v for k, v in reply.items() if k not in ("op", "id", "cid")}
+
     def owner_watch(self):
         if self.owner is None:
             return
@@ -212,6 +271,13 @@ class Shepherd:
                 reply = {"pid": self.me}
             elif op == "bye":
                 self.goodbye = True
+                reply = {}
+            elif op == "control_done":
+                with self.lock:
+                    slot = self._controls.pop(msg.get("cid"), None)
+                if slot is not None:
+                    slot[1] = msg
+                    slot[0].set()
                 reply = {}
             else:
                 raise ValueError(f"unknown op {op!r}")
@@ -309,6 +375,18 @@ class Shepherd:
             if self.report_path and report["outcomes"]:
                 _write_json(self.report_path, report)
             self._finished.set()
+            self._close_control()
+
+    def _close_control(self):
+        if self.control_sock is not None:
+            try:
+                self.control_sock.close()
+            except OSError:
+                pass
+        with self.lock:
+            waiting, self._controls = self._controls, {}
+        for slot in waiting.values():
+            slot[0].set()
 
 
 class _LockedFinder(Finder):
@@ -319,6 +397,34 @@ class _LockedFinder(Finder):
 
     def find(self, targets, rest=None):
         return self._s.find(targets, rest)
+
+
+def bind_unix(path: str):
+    """A listening unix socket at ``path``, mode 0600.
+
+    Bound by its name relative to its directory: a full path longer than sun_path
+    (108 bytes) would not fit.  Call while single-threaded (it changes directory)."""
+    import socket
+
+    directory, name = os.path.split(path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    here = os.open(".", os.O_RDONLY)
+    try:
+        os.chdir(directory or ".")
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(name)
+        finally:
+            os.umask(old_umask)
+    finally:
+        os.fchdir(here)
+        os.close(here)
+    sock.listen(16)
+    return sock
 
 
 def rotate_log(path: str, cap: int) -> None:
@@ -361,6 +467,7 @@ def main(argv=None) -> int:
     ap.add_argument("--host-id", required=True)
     ap.add_argument("--owner", help="PID:START of the owning process")
     ap.add_argument("--report", help="where to write what happened when the owner died")
+    ap.add_argument("--control", help="path of the control socket to serve")
     args = ap.parse_args(argv)
 
     # Inherited "ignore" dispositions would pass on to every provider; start clean.  Not
@@ -378,6 +485,8 @@ def main(argv=None) -> int:
         pid, start = args.owner.split(":")
         owner = ProcId(int(pid), int(start))
     shep = Shepherd(channel, args.host_id, owner, args.report)
+    if args.control:
+        shep.control_sock = bind_unix(args.control)
 
     def on_signal(signum, frame):
         raise SystemExit(128 + signum)
@@ -386,7 +495,10 @@ def main(argv=None) -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
 
-    for fn in (shep.reaper, shep.tracker, shep.log_guard, shep.owner_watch):
+    threads = [shep.reaper, shep.tracker, shep.log_guard, shep.owner_watch]
+    if shep.control_sock is not None:
+        threads.append(shep.control_server)
+    for fn in threads:
         threading.Thread(target=fn, daemon=True).start()
     reason = "owner closed the channel"
     try:

@@ -50,6 +50,7 @@ ACTIVE = frozenset({"starting", "running", "restarting", "stopping"})
 DEFAULT_STOP_TIMEOUT = 5.0
 DEFAULT_READY_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 30.0
+CONTROL_SOCKET = "control.sock"
 RESTART_POLICIES = ("no", "on-failure", "always")
 PROGRESS_INTERVAL = 0.25
 
@@ -252,7 +253,8 @@ class _Watchdog:
         self.channel = Channel(parent)
         owner = _proc.identity(os.getpid())
         cmd = [sys.executable, "-m", "hostconsole._shepherd", "--fd", str(child.fileno()),
-               "--host-id", host.host_id, "--report", str(host.host_dir / "watchdog-report.json")]
+               "--host-id", host.host_id, "--report", str(host.host_dir / "watchdog-report.json"),
+               "--control", str(host.host_dir / CONTROL_SOCKET)]
         if owner is not None:
             cmd += ["--owner", f"{owner.pid}:{owner.start}"]
         env = dict(os.environ)
@@ -298,6 +300,12 @@ class _Watchdog:
                 host = self._host_ref()
                 if host is not None:
                     host._on_exit(msg)
+            elif msg.get("ev") == "control":
+                host = self._host_ref()
+                if host is not None:
+                    # Not on this thread: a purge needs the reader to carry its replies.
+                    threading.Thread(target=host._on_control, args=(self, msg), daemon=True,
+                                     name="hostconsole-control").start()
         with self._lock:
             self.lost = True
             pending, self._pending = self._pending, {}
@@ -474,10 +482,10 @@ class Host:
         """
         check_name(name)
         env = _check_env(env)
-        if cwd is not None:
-            cwd = os.fspath(cwd)
-            if not os.path.isdir(cwd):
-                raise InvalidSpec(f"working directory {cwd!r} does not exist")
+        # The default is the caller's working directory now (not the watchdog's, "/").
+        cwd = os.path.abspath(os.fspath(cwd)) if cwd is not None else os.getcwd()
+        if not os.path.isdir(cwd):
+            raise InvalidSpec(f"working directory {cwd!r} does not exist")
         if isinstance(requires, str):
             requires = [r for r in requires.split(",") if r.strip()]
         requires = tuple(r.strip() for r in requires)
@@ -742,6 +750,8 @@ class Host:
         deadline = time.monotonic() + 10.0
         while True:
             holders = _ready.port_holders(port)
+            if not holders and not _ready.port_open(port):
+                return  # its holder went away while we looked
             described, dying = [], False
             for pid, cmd in holders or [(None, "")]:
                 text, leftover_being_stopped = self._describe_holder(pid, cmd)
@@ -762,7 +772,10 @@ class Host:
         what = f"pid {pid} ({cmd})" if cmd else f"pid {pid}"
         hid, name = m.get("HOSTCONSOLE_HOST"), m.get("HOSTCONSOLE_PROVIDER")
         if not hid:
-            return what, False
+            # A process in exit has lost its memory (no environment, no command line) a
+            # moment before it closes its sockets: it is about to free the port.
+            exiting = not cmd and not _proc.environ_readable(pid)
+            return what + (" (exiting)" if exiting else ""), exiting
         if hid == self.host_id:
             return f"provider {name!r} of this host, {what}", False
         from .reap import _owner
@@ -884,6 +897,21 @@ class Host:
                     prov.state, prov.error = "failed", f"restart failed: {e}"
                     self._save()
                     self._changed.notify_all()
+
+    def _on_control(self, wd: "_Watchdog", msg: dict):
+        """A request from outside (``hostconsole stop``), relayed by the watchdog."""
+        try:
+            if msg.get("op") == "purge":
+                report = self.purge(msg.get("timeout"))
+                answer = {"ok": True, "host": self.host_id, "report": report.records, "seconds": report.seconds}
+            else:
+                answer = {"ok": False, "error": f"unknown request {msg.get('op')!r}"}
+        except Exception as e:
+            answer = {"ok": False, "error": str(e)}
+        try:
+            wd.request("control_done", cid=msg.get("cid"), **answer)
+        except (HostError, _WatchdogLost):
+            pass
 
     def _on_watchdog_lost(self, wd: _Watchdog):
         with self._lock:
@@ -1101,7 +1129,8 @@ class Host:
         outcomes: Dict[str, dict] = {}
         for o in ops:
             outcomes.update(o.result())
-        records = [outcomes[p.name] for p in provs if p.name in outcomes]
+        wanted = {p.name for p in provs}
+        records = [r for n, r in outcomes.items() if n in wanted]  # in the order they were stopped
         return StopReport(records, seconds=time.monotonic() - t0)
 
     def _execute_stop(self, provs: List[Provider], cap: Optional[float], sweep: bool = False) -> Dict[str, dict]:

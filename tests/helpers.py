@@ -56,3 +56,45 @@ def read_pids(path, count=1, timeout=10.0):
         return [int(x) for x in lines] if len(lines) >= count else None
 
     return wait_until(ready, timeout, what=f"{count} pid(s) in {path}")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Owner:
+    """A separate process that owns a host, for tests that kill the owner.
+
+    ``body`` is Python run with ``h`` bound to a started ``hostconsole.Host(state_dir)``;
+    once it has run, the owner reports the host id and watchdog pid and waits to be killed.
+    """
+
+    def __init__(self, state_dir, tmp_path, body: str):
+        import json
+        import subprocess
+        import sys
+        import textwrap
+
+        out = Path(tmp_path) / f"owner-{time.monotonic_ns()}.json"
+        script = (
+            "import hostconsole, json, os, sys, time\n"
+            f"h = hostconsole.Host({str(state_dir)!r}).start()\n"
+            + textwrap.dedent(body) + "\n"
+            f"json.dump({{'host': h.host_id, 'watchdog': h.status()['watchdog_pid']}}, open({str(out)!r} + '.tmp', 'w'))\n"
+            f"os.rename({str(out)!r} + '.tmp', {str(out)!r})\n"
+            "time.sleep(600)\n"
+        )
+        self.proc = subprocess.Popen([sys.executable, "-c", script])
+        wait_until(lambda: out.exists() or self.proc.poll() is not None, timeout=60, what="the owner to start")
+        assert self.proc.poll() is None, "the owner script failed"
+        info = json.loads(out.read_text())
+        self.host_id, self.watchdog = info["host"], info["watchdog"]
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()

@@ -15,7 +15,7 @@ import pytest
 import hostconsole
 from hostconsole import _proc, registry
 
-from helpers import alive, marked, read_pids, wait_until
+from helpers import Owner, alive, marked, read_pids, wait_until
 
 OWNER = str(Path(__file__).with_name("owner.py"))
 
@@ -61,23 +61,14 @@ def test_sigkill_of_the_owner_stops_every_tree_gracefully_first(state_dir, tmp_p
 
 def test_graceful_trees_are_gone_promptly_after_the_owner_is_killed(state_dir, tmp_path):
     """Without a TERM-ignoring provider, nothing should wait for a timeout."""
-    out = tmp_path / "owner.json"
-    script = (
-        "import hostconsole, json, sys, time\n"
-        f"h = hostconsole.Host({str(state_dir)!r}).start()\n"
-        "for i in range(5):\n"
-        "    h.run(f'p{i}', 'sleep 300 & setsid sleep 300 & wait', shell=True)\n"
-        f"open({str(out)!r}, 'w').write(h.host_id)\n"
-        "time.sleep(300)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    wait_until(lambda: out.exists() and out.read_text(), timeout=60, what="owner ready")
-    host_id = out.read_text()
-    wait_until(lambda: len(marked(host_id)) == 1 + 5 * 3, what="15 provider processes and the watchdog")
+    owner = Owner(state_dir, tmp_path, """
+        for i in range(5):
+            h.run(f'p{i}', 'sleep 300 & setsid sleep 300 & wait', shell=True)
+    """)
+    wait_until(lambda: len(marked(owner.host_id)) == 1 + 5 * 3, what="15 provider processes and the watchdog")
     t0 = time.monotonic()
-    proc.kill()
-    proc.wait()
-    wait_until(lambda: not marked(host_id), timeout=5, interval=0.005, what="all gone")
+    owner.kill()
+    wait_until(lambda: not marked(owner.host_id), timeout=5, interval=0.005, what="all gone")
     delay = time.monotonic() - t0
     print(f"\nowner SIGKILLed, 5 graceful trees (15 processes): gone after {delay * 1000:.0f} ms")
     assert delay < 2.5  # far below the 5 s stop timeout: nobody waited for a timeout
@@ -86,23 +77,14 @@ def test_graceful_trees_are_gone_promptly_after_the_owner_is_killed(state_dir, t
 def test_watchdog_survives_reporting_an_exit_to_its_dead_owner(state_dir, tmp_path):
     """Regression: the watchdog died of SIGPIPE when, stopping the trees of a killed owner,
     it reported the first exit over the broken socket -- leaving the slower trees alive."""
-    out = tmp_path / "owner.json"
-    script = (
-        "import hostconsole, time\n"
-        f"h = hostconsole.Host({str(state_dir)!r}).start()\n"
-        "h.run('quick', ['sleep', '300'])\n"
-        "h.run('slow', \"trap '' TERM; sleep 300 & wait\", shell=True, stop_timeout=1)\n"
-        f"open({str(out)!r}, 'w').write(h.host_id)\n"
-        "time.sleep(300)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    wait_until(lambda: out.exists() and out.read_text(), timeout=60, what="owner ready")
-    host_id = out.read_text()
-    wait_until(lambda: len(marked(host_id)) == 4, what="providers and watchdog up")
-    proc.kill()
-    proc.wait()
-    wait_until(lambda: not marked(host_id), timeout=5, what="the slow tree to be killed too")
-    report = json.loads((state_dir / "hosts" / host_id / "watchdog-report.json").read_text())
+    owner = Owner(state_dir, tmp_path, """
+        h.run('quick', ['sleep', '300'])
+        h.run('slow', "trap '' TERM; sleep 300 & wait", shell=True, stop_timeout=1)
+    """)
+    wait_until(lambda: len(marked(owner.host_id)) == 4, what="providers and watchdog up")
+    owner.kill()
+    wait_until(lambda: not marked(owner.host_id), timeout=5, what="the slow tree to be killed too")
+    report = json.loads((state_dir / "hosts" / owner.host_id / "watchdog-report.json").read_text())
     assert {o["name"]: o["outcome"] for o in report["outcomes"]} == {"quick": "exited", "slow": "killed"}
 
 

@@ -63,6 +63,16 @@ def test_state_dir_is_private_and_logs_capture_both_streams(host, state_dir):
     assert host.logs("talk", n=1).strip() in ("to-stdout", "to-stderr")
 
 
+def test_working_directory_defaults_to_the_callers(host, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    host.run("here", "pwd; sleep 300", shell=True)
+    (tmp_path / "sub").mkdir()
+    host.run("there", "pwd; sleep 300", shell=True, cwd="sub")
+    wait_until(lambda: host.logs("here") and host.logs("there"), what="pwd output")
+    assert host.logs("here").strip() == str(tmp_path)
+    assert host.logs("there").strip() == str(tmp_path / "sub")
+
+
 def test_kill_zero_hits_only_the_providers_own_group(host, tmp_path):
     bystander = host.run("bystander", ["sleep", "300"])
     host.run("suicidal", "sleep 0.2; kill -TERM 0; sleep 300", shell=True)
@@ -169,7 +179,7 @@ def test_stopping_a_provider_stops_its_dependents_first(host):
     api = host.run("api", ["sleep", "300"], requires="db")
     other = host.run("other", ["sleep", "300"])
     report = host.stop("db")
-    assert [r["name"] for r in report] == ["db", "api"] or {r["name"] for r in report} == {"db", "api"}
+    assert [r["name"] for r in report] == ["api", "db"]
     assert api.state == "stopped" and other.state == "running"
 
 

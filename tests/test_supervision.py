@@ -19,7 +19,7 @@ import hostconsole
 from hostconsole import _ready
 from hostconsole.errors import InvalidSpec, PortInUse, ProviderFailed
 
-from helpers import alive, marked, wait_until
+from helpers import Owner, alive, marked, wait_until
 
 PY = sys.executable
 
@@ -176,8 +176,8 @@ def test_oneshot_then_service_then_worker(host, tmp_path):
                                       f"'http://127.0.0.1:{port}/data.txt').read().decode().strip(), flush=True);"
                                       f"import time;time.sleep(300)"], requires="svc")
     wait_until(lambda: "42" in host.logs("worker"), what="worker output")
-    report = host.stop("prepare")  # stops svc's dependents first: worker, then svc
-    assert [r["name"] for r in report] == ["prepare", "svc", "worker"]
+    report = host.stop("prepare")  # dependents first: worker, then svc, then prepare
+    assert [r["name"] for r in report] == ["worker", "svc", "prepare"]
     assert w.state == "stopped" and host.provider("svc").state == "stopped"
     assert "prepared" in host.logs("prepare")  # a oneshot's output stays readable
 
@@ -330,33 +330,17 @@ def test_a_port_held_by_a_provider_of_this_host(host):
     assert first.state == "running"
 
 
-def _dead_host_with(state_dir, tmp_path, cmd, stop_timeout=5):
-    out = tmp_path / "dead.json"
-    script = (
-        "import hostconsole, json, time\n"
-        f"h = hostconsole.Host({str(state_dir)!r}).start()\n"
-        f"p = h.run('web', {cmd!r}, stop_timeout={stop_timeout})\n"
-        f"json.dump({{'host': h.host_id, 'wd': h.status()['watchdog_pid']}}, open({str(out)!r} + '.tmp', 'w'))\n"
-        f"import os; os.rename({str(out)!r} + '.tmp', {str(out)!r})\n"
-        "time.sleep(300)\n"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", script])
-    wait_until(lambda: out.exists(), timeout=60, what="the other host")
-    return proc, json.loads(out.read_text())
-
-
 def test_a_port_held_by_a_leftover_of_a_dead_host_suggests_reap(host, state_dir, tmp_path):
     port = free_port()
-    proc, info = _dead_host_with(state_dir, tmp_path, web(port))
+    owner = Owner(state_dir, tmp_path, f"h.run('web', {web(port)!r})")
     wait_until(lambda: _ready.port_open(port), what="the other host's server")
-    os.kill(info["wd"], signal.SIGKILL)  # double fault: nothing will stop it by itself
-    wait_until(lambda: not alive(info["wd"]), what="watchdog gone")
-    proc.kill()
-    proc.wait()
+    os.kill(owner.watchdog, signal.SIGKILL)  # double fault: nothing will stop it by itself
+    wait_until(lambda: not alive(owner.watchdog), what="watchdog gone")
+    owner.kill()
     with pytest.raises(PortInUse) as e:
         host.run("web", web(port), ready=f"port:{port}")
     msg = str(e.value)
-    assert f"a leftover of dead host {info['host']} (provider 'web')" in msg and "reap" in msg
+    assert f"a leftover of dead host {owner.host_id} (provider 'web')" in msg and "reap" in msg
     report = hostconsole.reap(state_dir=state_dir)
     assert report.found >= 1 and not _ready.port_open(port)
     assert host.run("web", web(port), ready=f"port:{port}").state == "running"
@@ -371,10 +355,9 @@ def test_a_port_held_by_a_dying_leftover_is_waited_for(host, state_dir, tmp_path
         f"s.bind(('127.0.0.1', {port})); s.listen()\n"
         "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(1.0), sys.exit(0)))\n"
         "while True: time.sleep(1)\n")]
-    proc, info = _dead_host_with(state_dir, tmp_path, slow_exit)
+    owner = Owner(state_dir, tmp_path, f"h.run('web', {slow_exit!r})")
     wait_until(lambda: _ready.port_open(port), what="the old server")
-    proc.kill()  # the old host dies; its watchdog takes ~1 s to stop the server
-    proc.wait()
+    owner.kill()  # the old host dies; its watchdog takes ~1 s to stop the server
     p = host.run("web", web(port), ready=f"port:{port}")
     assert p.state == "running"
-    wait_until(lambda: not marked(info["host"]), what="the old host's processes to be gone")
+    wait_until(lambda: not marked(owner.host_id), what="the old host's processes to be gone")
