@@ -15,6 +15,7 @@ from .errors import (
     HostError,
     InvalidSpec,
     PlatformNotSupported,
+    PortInUse,
     ProviderFailed,
     UnknownDependency,
     UnknownProvider,
@@ -24,6 +25,21 @@ from ._table import PsTable, StopReport
 from .reap import ReapReport, reap
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):
+    """``%load_ext hostconsole``: the ``%host`` magics and the shutdown hooks."""
+    from . import ipython as _ipython  # here, so that `import hostconsole` needs no IPython
+
+    _ipython.load_ipython_extension(ipython)
+
+
+def unload_ipython_extension(ipython):
+    """``%unload_ext hostconsole`` (and ``%reload_ext``): shut the host down, remove the hooks."""
+    from . import ipython as _ipython
+
+    _ipython.unload_ipython_extension(ipython)
+
 
 __all__ = [
     "Host",
@@ -42,4 +58,5 @@ __all__ = [
     "UnknownDependency",
     "ProviderFailed",
     "PlatformNotSupported",
+    "PortInUse",
 ]

@@ -256,6 +256,9 @@ class Shepherd:
             pass
 
     def handle(self, msg):
+        if "malformed" in msg:
+            print(f"hostconsole watchdog: skipping a malformed request: {msg['malformed']!r}", flush=True)
+            return
         op = msg.get("op")
         rid = msg.get("id")
         try:
@@ -331,28 +334,20 @@ class Shepherd:
             rest = None
             if msg.get("sweep"):
                 # A purge: everything under the watchdog is the host's, attributed or not.
-                rest = Target("(unattributed)", None, None, signal.SIGTERM, 1.0 if msg.get("cap") is None else min(1.0, msg["cap"]))
-            outcomes = self.stop(msg["levels"], msg.get("cap"), rest=rest)
+                rest = Target("(unattributed)", None, None, signal.SIGTERM, 1.0)
+            outcomes = self.stop(msg["levels"], msg.get("within"), rest=rest)
             reply = {"report": [o.as_dict() for o in outcomes]}
         except Exception as e:  # the host falls back to stopping by itself
             reply = {"error": {"type": type(e).__name__, "message": str(e)}}
         reply["re"] = rid
         self._send(reply)
 
-    def stop(self, names_by_level, cap=None, rest=None):
+    def stop(self, names_by_level, within=None, rest=None):
         levels = []
         with self.lock:
             for names in names_by_level:
-                level = []
-                for n in names:
-                    prov = self.providers.get(n)
-                    if prov is None:
-                        continue
-                    t = prov.target
-                    t.stop_timeout = prov.stop_timeout if cap is None else min(prov.stop_timeout, cap)
-                    level.append(t)
-                levels.append(level)
-        return stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest)
+                levels.append([self.providers[n].target for n in names if n in self.providers])
+        return stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest, within=within)
 
     # --- the end ------------------------------------------------------------------------
 

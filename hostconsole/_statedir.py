@@ -64,17 +64,17 @@ def size(path) -> int:
         return 0
 
 
-def tail(path: Union[str, Path], n: int) -> str:
-    """The last ``n`` lines of a log, read from its end (cheap for large logs); lines
-    from the rotated ``.1`` file make up for a log that was just rotated."""
-    out = _tail(path, n)
+def tail(path: Union[str, Path], n: int, end: Optional[int] = None) -> str:
+    """The last ``n`` lines of a log (up to byte ``end``), read from its end (cheap for
+    large logs); lines from the rotated ``.1`` file make up for a log just rotated."""
+    out = _tail(path, n, end)
     have = out.count("\n")
     if have < n:
         out = _tail(f"{path}.1", n - have) + out
     return out
 
 
-def _tail(path: Union[str, Path], n: int) -> str:
+def _tail(path: Union[str, Path], n: int, end: Optional[int] = None) -> str:
     if n <= 0:
         return ""
     try:
@@ -83,7 +83,7 @@ def _tail(path: Union[str, Path], n: int) -> str:
         return ""
     with f:
         f.seek(0, os.SEEK_END)
-        pos = f.tell()
+        pos = f.tell() if end is None else min(end, f.tell())
         chunk = 8192
         data = b""
         while pos > 0 and data.count(b"\n") <= n:

@@ -169,28 +169,34 @@ def stop_levels(
     status_of: Callable[[Target], Tuple[Optional[int], Optional[str]]] = lambda t: (None, None),
     *,
     rest: Optional[Target] = None,
+    within: Optional[float] = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> List[Outcome]:
     """Stop ``levels`` in order, the targets of one level concurrently.
 
+    ``within``: SIGKILL reaches every tree no later than this many seconds after the
+    start, whatever the stop timeouts and however many levels (a kernel has 2.5 s).
     Never raises for a process that vanished or cannot be signalled; returns one Outcome
     per target (and one for ``rest``, if given and non-empty).
     """
+    end = None if within is None else clock() + max(0.0, within)
     outcomes: List[Outcome] = []
     for level in levels:
-        outcomes.extend(_stop_level(list(level), finder, status_of, None, clock, sleep))
+        outcomes.extend(_stop_level(list(level), finder, status_of, None, end, clock, sleep))
     if rest is not None:
-        outcomes.extend(_stop_level([], finder, status_of, rest, clock, sleep))
+        outcomes.extend(_stop_level([], finder, status_of, rest, end, clock, sleep))
     return outcomes
 
 
-def _stop_level(targets, finder, status_of, rest, clock, sleep) -> List[Outcome]:
+def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Outcome]:
     t0 = clock()
     table = finder.find(targets, rest)
     if rest is not None and rest.members:
         targets = targets + [rest]
     deadline = {id(t): t0 + max(0.0, t.stop_timeout) for t in targets}
+    if end is not None:
+        deadline = {k: min(v, end) for k, v in deadline.items()}
     killed_at: Dict[int, float] = {}
     done: Dict[int, Outcome] = {}
     for t in targets:

@@ -25,14 +25,22 @@ class Channel:
             self.sock.sendall(data)
 
     def recv(self) -> Optional[dict]:
-        """The next message, or None at end-of-file (or if the socket broke)."""
+        """The next message, or None at end-of-file (or if the socket broke).
+
+        A line that is not a JSON object (a write torn by an interrupt) comes back as
+        ``{"malformed": ...}``, for the caller to report and skip: one bad line must
+        never end the channel, which the watchdog would take for its owner's death."""
         try:
             line = self._rfile.readline()
         except (OSError, ValueError):
             return None
         if not line:
             return None
-        return json.loads(line)
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            return {"malformed": line[:200].decode("utf-8", "replace")}
+        return msg if isinstance(msg, dict) else {"malformed": repr(msg)[:200]}
 
     def close(self) -> None:
         # Shut down first: it wakes a reader blocked in recv() with end-of-file, which

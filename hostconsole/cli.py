@@ -48,20 +48,46 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_console(args, ipython_args: List[str]) -> int:
+    """Terminal IPython with the extension loaded and the host started."""
+    from IPython.terminal.ipapp import TerminalIPythonApp
+
+    from .host import get_host
+
+    # What IPython.start_ipython does, with the host started in between: after IPython
+    # has read its arguments (so --help starts nothing), before the first prompt, and
+    # whatever the user's profile says.  The magics use this same process-wide host.
+    app = TerminalIPythonApp.instance()
+    app.initialize(["--ext=hostconsole", *ipython_args])
+    host = get_host().start()
+    print(f"hostconsole: host {host.host_id} started (state dir {host.state_dir}); %host help for the magics")
+    app.start()
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="hostconsole", description="Process host console for IPython and Jupyter.")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="run a short demonstration: a web server and a worker, then purge")
     demo.add_argument("--port", type=int, default=0, help="port for the demo web server (default: a free one)")
     demo.set_defaults(fn=cmd_demo)
-    args = ap.parse_args(argv)
+    console = sub.add_parser("console", add_help=False, usage="hostconsole console [IPYTHON ARGS]",
+                             help="IPython with the extension loaded and the host started; "
+                                  "every other argument goes to IPython")
+    console.set_defaults(fn=cmd_console)
+    from ._cli_hosts import add_commands
+
+    add_commands(sub)
+    args, extra = ap.parse_known_args(argv)
     if not getattr(args, "fn", None):
         ap.print_help()
         return 2
+    if extra and args.fn is not cmd_console:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     from .errors import HostconsoleError
 
     try:
-        return args.fn(args)
+        return args.fn(args, extra) if args.fn is cmd_console else args.fn(args)
     except HostconsoleError as e:
         print(f"hostconsole: {e}", file=sys.stderr)
         return 1

@@ -331,7 +331,19 @@ class _Watchdog:
             self.channel.send({"id": rid, "op": op, **fields})
         except OSError:
             raise _WatchdogLost() from None
-        if not slot[0].wait(timeout):
+        interrupted = None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                done = slot[0].wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                break
+            except KeyboardInterrupt as e:
+                # The request is on its way: an abandoned spawn would be a provider that
+                # runs unrecorded.  Finish the exchange, then let the interrupt through.
+                interrupted = e
+        if interrupted is not None and done:
+            raise interrupted
+        if not done:
             with self._lock:
                 self._pending.pop(rid, None)
             raise HostError(f"the host's watchdog did not answer {op!r} within {timeout}s")
@@ -603,7 +615,7 @@ class Host:
                 self._changed.wait(min(left, PROGRESS_INTERVAL))
                 if progress is not None:
                     waiting = [r for r in prov.requires if not self._providers[r].ready]
-                    progress(time.monotonic() - t0, f"dependencies {', '.join(waiting)}")
+                    self._unlocked(progress, time.monotonic() - t0, f"dependencies {', '.join(waiting)}")
 
     def _launch(self, prov: Provider):
         """Spawn one incarnation of ``prov`` and watch it until it is ready."""
@@ -637,6 +649,17 @@ class Host:
             # Runs on the channel's reader thread, before any later event is read.
             if "pid" in reply:
                 with self._lock:
+                    current = self._providers.get(prov.name)
+                    if current is not prov:
+                        # Its run() was interrupted while the spawn was on its way.  An
+                        # interrupt stops only the waiting: the provider is ours, recorded.
+                        if current is None or (current.state not in ACTIVE and current._stopping is None):
+                            self._providers[prov.name] = prov
+                        else:  # the name was taken meanwhile: this one must not run
+                            prov.main = ProcId(reply["pid"], reply["start"])
+                            prov.state = "stopping"
+                            threading.Thread(target=self._stop, args=([prov],), daemon=True).start()
+                            return
                     prov.incarnation += 1
                     prov.log_path, prov.log_offset = log, offset
                     prov.main = ProcId(reply["pid"], reply["start"])
@@ -724,7 +747,7 @@ class Host:
                     break
                 self._changed.wait(PROGRESS_INTERVAL)
                 if progress is not None and prov.state in ACTIVE:
-                    progress(time.monotonic() - t0, what)
+                    self._unlocked(progress, time.monotonic() - t0, what)
             state, error = prov.state, prov.error
             code = prov.signal or prov.exit_code
         if error is None:
@@ -738,6 +761,15 @@ class Host:
         tail = self.logs(prov.name, 10).rstrip()
         kind = "oneshot" if prov.oneshot else "provider"
         raise ProviderFailed(f"{kind} {prov.name!r} {error}" + (f"; last output:\n{tail}" if tail else "; no output"))
+
+    def _unlocked(self, fn, *args):
+        """Call ``fn`` (user code: a progress display) without holding the host's lock,
+        which the watchdog's reader thread needs; we hold it exactly once here."""
+        self._lock.release()
+        try:
+            fn(*args)
+        finally:
+            self._lock.acquire()
 
     def _check_port(self, prov: Provider):
         """Refuse at once if the port the readiness check names is already taken.
@@ -1010,12 +1042,14 @@ class Host:
 
         Never ends by itself: stop iterating (or interrupt) to stop following.  Follows
         the provider across restarts and log rotation."""
-        first = self.logs(name, n)
-        if first:
-            yield first
         with self._lock:
             path = self._get(name).log_path
-        pos = _statedir.size(path)
+        pos = _statedir.size(path)  # before the tail is read: nothing written since is lost
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidSpec(f"number of lines must be a non-negative integer, not {n!r}")
+        first = _statedir.tail(path, n, end=pos) if path is not None else ""
+        if first:
+            yield first
         while True:
             with self._lock:
                 path = self._providers[name].log_path if name in self._providers else path
@@ -1050,9 +1084,8 @@ class Host:
 
     # --- stopping ------------------------------------------------------------------------
 
-    def _target(self, p: Provider, cap: Optional[float] = None) -> Target:
-        timeout = p.stop_timeout if cap is None else min(p.stop_timeout, cap)
-        return Target(p.name, p.main, p.main.pid if p.main else None, p.stop_signal, timeout)
+    def _target(self, p: Provider) -> Target:
+        return Target(p.name, p.main, p.main.pid if p.main else None, p.stop_signal, p.stop_timeout)
 
     def _requires_map(self) -> Dict[str, tuple]:
         return {n: p.requires for n, p in self._providers.items()}
@@ -1068,7 +1101,10 @@ class Host:
         return out
 
     def stop(self, *names: str, timeout: Optional[float] = None) -> StopReport:
-        """Stop providers and, first, everything that depends on them."""
+        """Stop providers and, first, everything that depends on them.
+
+        ``timeout``: SIGKILL reaches everything no later than this many seconds after
+        the stop began, whatever the providers' own stop timeouts."""
         if len(names) == 1 and not isinstance(names[0], str):
             names = tuple(names[0])
         cap = check_timeout("timeout", timeout, allow_none=True)
@@ -1141,7 +1177,7 @@ class Host:
         wd = self._watchdog
         if wd is not None and not wd.lost:
             try:
-                reply = wd.request("stop", timeout=None, levels=levels, cap=cap, sweep=sweep)
+                reply = wd.request("stop", timeout=None, levels=levels, within=cap, sweep=sweep)
                 if "report" in reply:
                     outcomes = reply["report"]
             except _WatchdogLost:
@@ -1149,8 +1185,8 @@ class Host:
         if outcomes is None:
             # No watchdog to do it: the same ladder, from here, over this user's processes.
             by_name = {p.name: p for p in provs}
-            targets = [[self._target(by_name[n], cap) for n in level] for level in levels]
-            found = stop_levels(targets, Finder(self.host_id or "", user_universe))
+            targets = [[self._target(by_name[n]) for n in level] for level in levels]
+            found = stop_levels(targets, Finder(self.host_id or "", user_universe), within=cap)
             outcomes = [o.as_dict() for o in found]
         result = {o["name"]: o for o in outcomes if o["name"] in names}
         with self._lock:
@@ -1171,8 +1207,9 @@ class Host:
         """Stop every provider, dependents first; the host stays up.
 
         Idempotent and deduplicated: concurrent callers (threads, a signal handler) all
-        wait for the same purge and get its report.  ``timeout`` caps every provider's
-        stop timeout (SIGKILL comes no later than that).
+        wait for the same purge and get its report.  ``timeout``: SIGKILL reaches every
+        tree no later than this many seconds after the purge began, however many levels
+        of dependencies there are.
         """
         cap = check_timeout("timeout", timeout, allow_none=True)
         with self._lock:

@@ -361,3 +361,75 @@ def test_a_port_held_by_a_dying_leftover_is_waited_for(host, state_dir, tmp_path
     p = host.run("web", web(port), ready=f"port:{port}")
     assert p.state == "running"
     wait_until(lambda: not marked(owner.host_id), what="the old host's processes to be gone")
+
+
+# --- regressions ----------------------------------------------------------------------------
+
+
+def test_purge_timeout_bounds_the_whole_purge_not_each_level(host):
+    """Regression: the timeout capped each level, so a chain of dependent providers that
+    ignore SIGTERM could outlast the 2.5 s a kernel has to shut down."""
+    stubborn = "trap '' TERM; sleep 300 & wait"
+    host.run("a", stubborn, shell=True)
+    host.run("b", stubborn, shell=True, requires="a")
+    host.run("c", stubborn, shell=True, requires="b")
+    t0 = time.monotonic()
+    report = host.purge(timeout=1.0)
+    elapsed = time.monotonic() - t0
+    assert [r["name"] for r in report] == ["c", "b", "a"]
+    assert {r["outcome"] for r in report} == {"killed"}
+    assert elapsed < 2.5, elapsed  # one second in all, not three (nor fifteen)
+
+
+def test_follow_loses_nothing_written_while_it_starts(host):
+    """Regression: output written between reading the tail and measuring the log was lost."""
+    host.run("counter", [PY, "-c", "import time\nfor i in range(100000):\n    print(i, flush=True)\n"
+                                   "    time.sleep(0.0002)\ntime.sleep(300)"])
+    wait_until(lambda: host.logs("counter", 1).strip(), what="output")
+    numbers = []
+    buffer = ""
+    for chunk in host.follow("counter", n=3):
+        buffer += chunk
+        *lines, buffer = buffer.split("\n")
+        numbers.extend(int(x) for x in lines if x.strip())
+        if len(numbers) > 2000:
+            break
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no gap anywhere
+
+
+def test_ctrl_c_during_a_start_never_leaves_a_provider_unrecorded(host):
+    """Regression: an interrupt while waiting for the watchdog's spawn reply dropped the
+    provider from the table although the watchdog went on to start it."""
+    interrupted = 0
+    for i in range(30):
+        signal.setitimer(signal.ITIMER_REAL, 0.0005 + (i % 10) * 0.0004)
+        old = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        try:
+            host.run(f"p{i}", ["sleep", "300"])
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        except KeyboardInterrupt:
+            interrupted += 1
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+        def all_known():
+            known = {p.main for p in host._providers.values() if p.main is not None}
+            return {i for i, m in marked(host.host_id).items() if m.get("HOSTCONSOLE_PROVIDER")} <= known
+
+        wait_until(all_known, timeout=5, what="every running provider process to be one the host knows")
+    print(f"\n{interrupted} of 30 starts interrupted")
+
+
+def test_progress_is_called_without_the_host_lock(host):
+    """Regression: the callback ran with the host's lock held; a slow display stalled the
+    watchdog's reader (and anything else needing the lock)."""
+    answered = []
+
+    def progress(elapsed, what):
+        t = threading.Thread(target=lambda: answered.append(host.status()))
+        t.start()
+        t.join(2)
+
+    host.run("svc", "sleep 0.8; echo ok; sleep 300", shell=True, ready="log:ok", progress=progress)
+    assert answered  # another thread got the lock while progress ran

@@ -1,0 +1,501 @@
+"""The IPython layer: the ``%host`` magics, and the hooks that send every way out of a
+kernel or terminal session through the host's one shutdown path.
+
+Thin on purpose: this module parses, displays and hooks; ``Host`` does everything else.
+Which hook catches which ending (measured, see FACTS.md):
+
+- the kernel's shutdown and restart requests: ``kernel.do_shutdown``, wrapped;
+- ``exit``/``quit`` in a kernel cell: the shell's ``exit_now`` trait;
+- interpreter exit (terminal Ctrl-D, ``exit``, end of a script): host.py's ``atexit``;
+- ``%unload_ext``/``%reload_ext``: ``unload_ipython_extension``;
+- SIGTERM, SIGHUP, SIGKILL, crashes: no hook at all -- the host's watchdog sees its owner
+  die.  No signal handler is installed, so the kernel dies exactly as it would without us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+import weakref
+from typing import Optional
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from . import host as _host
+from .errors import HostconsoleError
+from .reap import reap
+
+# jupyter_client SIGTERMs the kernel's group 2.5 s after a shutdown request: stop within it.
+KERNEL_SHUTDOWN_TIMEOUT = 1.5
+# A wait shorter than this gets no progress indicator: it would only flicker.
+PROGRESS_AFTER = 0.5
+
+USAGE = """\
+%host start [--state-dir DIR]           start this kernel's host (idempotent); reaps leftovers of dead hosts
+%host run NAME [OPTIONS] -- COMMAND [ARG ...]
+%%host run NAME [OPTIONS]               the cell body is a bash script, run as the provider
+%host ps [--all] [--json]               table of providers; --all adds stopped ones
+%host logs NAME [-n LINES] [--follow]   last lines of a provider's output; --follow until interrupted
+%host stop NAME [NAME ...]              stop providers (their dependents first)
+%host restart NAME
+%host purge [--timeout SECONDS]         stop every provider; the host stays up
+%host shutdown                          purge, then release everything the host holds
+%host status                            host id, pids, state dir, hooks installed, counts
+%host reap [--dry-run]                  find and stop leftovers of dead hosts
+%host help [SUBCOMMAND]                 this text, or one subcommand's options
+
+run options:
+  --requires A,B        start only after providers A and B are ready
+  --ready SPEC          port:8000, http://127.0.0.1:8000/health, log:REGEX, cmd:SHELL or none
+  --ready-timeout S     give up waiting for readiness after S seconds (default 30)
+  --stop-signal SIG     first signal sent on stop: TERM, INT, HUP, QUIT, USR1, ... (default TERM)
+  --stop-timeout S      seconds between the stop signal and SIGKILL (default 5)
+  --restart POLICY      no, on-failure or always (default no)
+  --oneshot             run to completion; ready when it exits 0
+  --cwd DIR             working directory
+  --env K=V             extra environment variable (repeatable)
+  --no-wait             return at once instead of waiting for readiness
+
+Ctrl-C while a magic waits interrupts only the waiting: providers keep running."""
+
+
+# --- argument parsing ---------------------------------------------------------------------
+
+
+class _HelpShown(Exception):
+    """argparse printed a subcommand's help: nothing else to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises one-line UsageErrors instead of printing usage and exiting."""
+
+    def __init__(self, sub: str, description: str):
+        super().__init__(prog=f"%host {sub}", description=description, allow_abbrev=False)
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see %host help {self.prog.split()[-1]})")
+
+    def exit(self, status=0, message=None):
+        if status:
+            raise UsageError(f"{self.prog}: {(message or 'bad arguments').strip()}")
+        raise _HelpShown()
+
+
+def _seconds(text: str) -> float:
+    # The range (negative, NaN) is Host's to judge, with the same message as the Python API.
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
+def _lines(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of lines") from None
+
+
+def _build_parsers() -> dict:
+    ps = {}
+
+    p = ps["start"] = _Parser("start", "Start this kernel's host (idempotent); reaps leftovers of dead hosts.")
+    p.add_argument("--state-dir", metavar="DIR")
+
+    p = ps["run"] = _Parser("run", "Start a provider: %host run NAME [OPTIONS] -- COMMAND [ARG ...], "
+                                   "or %%host run NAME [OPTIONS] with a bash script as the cell body.")
+    p.add_argument("name", metavar="NAME", help="[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+    p.add_argument("--requires", action="append", metavar="A,B",
+                   help="start only after providers A and B are ready")
+    p.add_argument("--ready", metavar="SPEC",
+                   help="port:8000, http://127.0.0.1:8000/health, log:REGEX, cmd:SHELL or none (default)")
+    p.add_argument("--ready-timeout", type=_seconds, metavar="S",
+                   help="give up waiting for readiness after S seconds, and stop it (default 30)")
+    p.add_argument("--stop-signal", metavar="SIG", help="first signal sent on stop (default TERM)")
+    p.add_argument("--stop-timeout", type=_seconds, metavar="S",
+                   help="seconds between the stop signal and SIGKILL (default 5)")
+    p.add_argument("--restart", metavar="POLICY", help="no (default), on-failure or always")
+    p.add_argument("--oneshot", action="store_true", help="run to completion; ready when it exits 0")
+    p.add_argument("--cwd", metavar="DIR", help="working directory")
+    p.add_argument("--env", action="append", metavar="K=V", help="extra environment variable (repeatable)")
+    p.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for readiness")
+
+    p = ps["ps"] = _Parser("ps", "Table of providers.")
+    p.add_argument("--all", action="store_true", help="include providers stopped by the user or a purge")
+    p.add_argument("--json", action="store_true", help="print a JSON array of records instead")
+
+    p = ps["logs"] = _Parser("logs", "Last lines of a provider's stdout and stderr.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("-n", type=_lines, metavar="LINES")
+    p.add_argument("--follow", action="store_true", help="keep printing new output until interrupted")
+
+    p = ps["stop"] = _Parser("stop", "Stop providers, their dependents first.")
+    p.add_argument("names", nargs="+", metavar="NAME")
+
+    p = ps["restart"] = _Parser("restart", "Stop a provider (dependents first) and start it again.")
+    p.add_argument("name", metavar="NAME")
+
+    p = ps["purge"] = _Parser("purge", "Stop every provider, dependents first; the host stays up.")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="SIGKILL reaches everything no later than this, however many levels")
+
+    ps["shutdown"] = _Parser("shutdown", "Purge, then release everything the host holds.")
+    ps["status"] = _Parser("status", "Host id, pids, state dir, hooks installed, counts.")
+
+    p = ps["reap"] = _Parser("reap", "Find and stop leftovers of dead hosts (this user's only).")
+    p.add_argument("--dry-run", action="store_true", help="only show what would be stopped")
+    return ps
+
+
+_PARSERS = _build_parsers()
+
+
+def _split_env(items) -> dict:
+    env = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"%host run: --env needs NAME=VALUE, not {item!r}")
+        env[key] = value
+    return env
+
+
+def _usage_error(e: HostconsoleError) -> UsageError:
+    """One line for the error; anything after it (a provider's last output) goes first, on stderr."""
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    head = lines[0]
+    if len(lines) > 1:
+        print("\n".join(lines[1:]), file=sys.stderr)
+        if head.endswith(":"):
+            head = head[:-1] + " (above)"
+    return UsageError(head)
+
+
+# --- display ------------------------------------------------------------------------------
+
+
+class _Progress:
+    """What ``Host.run`` calls while it waits: one line, updated in place, shown only once
+    the wait is noticeable; finalised (notebook) or erased (terminal) when the wait ends."""
+
+    def __init__(self, shell, name: str):
+        self.name = name
+        self.in_kernel = getattr(shell, "kernel", None) is not None
+        self.on_tty = not self.in_kernel and _isatty(sys.stdout)
+        self.handle = None
+        self.shown = False
+        self.t0 = time.monotonic()
+
+    def __call__(self, elapsed: float, waiting_for: str):
+        if elapsed < PROGRESS_AFTER:
+            return
+        text = f"{self.name}: waiting for {waiting_for} ({elapsed:.1f}s)"
+        if self.in_kernel:
+            self._show(text)
+        elif self.on_tty:
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be erased by \r
+            sys.stdout.write("\r" + text[:width] + "\x1b[K")
+            sys.stdout.flush()
+        self.shown = True
+
+    def _show(self, text: str):
+        from IPython.display import display
+
+        data = {"text/plain": text}
+        if self.handle is None:
+            self.handle = display(data, raw=True, display_id=True)
+        else:
+            self.handle.update(data, raw=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, etype, value, tb):
+        if not self.shown:
+            return False
+        took = time.monotonic() - self.t0
+        if self.in_kernel:
+            if etype is None:
+                final = f"{self.name}: ready after {took:.1f}s"
+            elif issubclass(etype, KeyboardInterrupt):
+                final = f"{self.name}: stopped waiting after {took:.1f}s (interrupted)"
+            else:
+                final = ""  # the error says it all
+            self._show(final)
+        elif self.on_tty:
+            sys.stdout.write("\r\x1b[K")
+            sys.stdout.flush()
+        return False
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class HostStatus(dict):
+    """``host.status()`` plus this shell's hooks; a dict that prints as aligned lines."""
+
+    def _lines(self):
+        width = max(map(len, self)) if self else 0
+        for k, v in self.items():
+            if isinstance(v, dict):
+                v = ", ".join(f"{a} {b}" for a, b in v.items()) or "none"
+            elif isinstance(v, (list, tuple)):
+                v = ", ".join(map(str, v)) or "none"
+            yield k.ljust(width), "-" if v is None else str(v)
+
+    def __repr__(self):
+        return "\n".join(f"{k}  {v}" for k, v in self._lines())
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
+
+    def _repr_html_(self):
+        import html
+
+        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k.strip())}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self._lines())
+        return f"<table>{rows}</table>"
+
+
+# --- the magics ---------------------------------------------------------------------------
+
+
+@magics_class
+class HostMagics(Magics):
+    @line_cell_magic
+    def host(self, line, cell=None):
+        try:
+            return self._dispatch(line, cell)
+        except _HelpShown:
+            return None
+        except HostconsoleError as e:
+            raise _usage_error(e) from None
+        except KeyboardInterrupt:
+            # Only the waiting is interrupted: Host finishes (a stop) or keeps (a provider)
+            # what it started.  Raised afresh so the traceback ends here, not in a lock.
+            raise KeyboardInterrupt("interrupted the waiting only; %host ps shows where things stand") from None
+
+    host.__doc__ = "Process host console.\n\n" + USAGE
+
+    def _dispatch(self, line: str, cell: Optional[str]):
+        try:
+            tokens = shlex.split(line)
+        except ValueError as e:
+            raise UsageError(f"%host: cannot split the line ({e})") from None
+        if not tokens or tokens[0] in ("help", "-h", "--help"):
+            if cell is not None:
+                raise UsageError("%%host takes only run: %%host run NAME [OPTIONS], with a bash script as the cell body")
+            return self._help(tokens[1:])
+        sub, rest = tokens[0], tokens[1:]
+        if sub not in _PARSERS:
+            raise UsageError(f"%host: unknown subcommand {sub!r}: use {', '.join(_PARSERS)} or help")
+        if cell is not None and sub != "run":
+            raise UsageError(f"%%host {sub}: only run takes a cell body (%%host run NAME [OPTIONS])")
+        if sub == "run":
+            return self._run(rest, cell)
+        args = _PARSERS[sub].parse_args(rest)
+        return getattr(self, f"_{sub}")(args)
+
+    @staticmethod
+    def _help(rest):
+        if not rest:
+            print(USAGE)
+        elif len(rest) == 1 and rest[0] in _PARSERS:
+            _PARSERS[rest[0]].print_help()
+        else:
+            raise UsageError(f"%host help: no subcommand {' '.join(rest)!r}: use {', '.join(_PARSERS)}")
+
+    # --- subcommands ---------------------------------------------------------------------
+
+    def _run(self, rest, cell):
+        parser = _PARSERS["run"]
+        if "--" in rest:
+            i = rest.index("--")
+            rest, command = rest[:i], rest[i + 1:]
+        else:
+            command = None
+        args, extra = parser.parse_known_args(rest)
+        unknown = [x for x in extra if x.startswith("-")]
+        if unknown:
+            parser.error(f"unrecognized option {unknown[0]}")
+        if cell is not None:
+            if command is not None or extra:
+                raise UsageError("%%host run: the cell body is the command; nothing may follow the options")
+            if not cell.strip():
+                raise UsageError("%%host run: missing command: the cell body (a bash script) is empty")
+            command = cell
+        elif extra:
+            raise UsageError(f"%host run: missing '--' before the command: %host run {args.name} [OPTIONS] -- "
+                             f"{' '.join(shlex.quote(x) for x in extra)}")
+        elif not command:
+            raise UsageError(f"%host run: missing command: %host run {args.name} [OPTIONS] -- COMMAND [ARG ...]")
+
+        # Only what the user gave: every default lives in Host.run, once.
+        kw = {}
+        if args.requires:
+            kw["requires"] = ",".join(args.requires)
+        if args.env:
+            kw["env"] = _split_env(args.env)
+        if args.cwd is not None:
+            kw["cwd"] = os.path.expanduser(args.cwd)
+        for opt in ("ready", "ready_timeout", "stop_signal", "stop_timeout", "restart"):
+            if getattr(args, opt) is not None:
+                kw[opt] = getattr(args, opt)
+        if args.oneshot:
+            kw["oneshot"] = True
+        if args.no_wait:
+            kw["wait"] = False
+        host = _host.get_host()
+        with _Progress(self.shell, args.name) as progress:
+            return host.run(args.name, command, shell=cell is not None, progress=progress, **kw)
+
+    def _start(self, args):
+        host = _host.get_host()
+        wanted = os.path.abspath(os.path.expanduser(args.state_dir)) if args.state_dir else None
+        if host.started:
+            if wanted is not None and os.path.realpath(wanted) != os.path.realpath(host.state_dir):
+                raise UsageError(f"%host start: host {host.host_id} already runs with state dir {host.state_dir}; "
+                                 f"%host shutdown first to use another")
+            print(f"host {host.host_id} already started (state dir {host.state_dir})")
+            return None
+        host.start(wanted)  # says itself (stderr) what it reaped
+        print(f"host {host.host_id} started (state dir {host.state_dir})")
+        return None
+
+    def _ps(self, args):
+        table = _host.get_host().ps(all=args.all)
+        if args.json:
+            print(json.dumps(table.records))
+            return None
+        return table
+
+    def _logs(self, args):
+        host = _host.get_host()
+        n = {} if args.n is None else {"n": args.n}
+        if not args.follow:
+            text = host.logs(args.name, **n)
+            if text:
+                print(text, end="" if text.endswith("\n") else "\n")
+            return None
+        stream = host.follow(args.name, **n)
+        try:
+            for text in stream:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass  # how following ends: nothing else is touched
+        finally:
+            stream.close()
+        return None
+
+    def _stop(self, args):
+        return _host.get_host().stop(*args.names)
+
+    def _restart(self, args):
+        with _Progress(self.shell, args.name) as progress:
+            return _host.get_host().restart(args.name, progress=progress)
+
+    def _purge(self, args):
+        return _host.get_host().purge(timeout=args.timeout)
+
+    def _shutdown(self, args):
+        return _host.get_host().shutdown()
+
+    def _status(self, args):
+        status = HostStatus(_host.get_host().status())
+        hooks = _installed.get(self.shell)
+        status["hooks"] = hooks.names if hooks is not None else []
+        return status
+
+    def _reap(self, args):
+        host = _host.get_host()
+        return reap(dry_run=args.dry_run, state_dir=host.state_dir if host.started else None)
+
+
+# --- hooks --------------------------------------------------------------------------------
+
+
+def _shutdown_host(timeout: Optional[float] = None):
+    """The one shutdown path, from a hook: it must never break the way out it rides on."""
+    try:
+        _host.get_host().shutdown(timeout=timeout)
+    except Exception as e:  # the watchdog stops whatever this could not
+        print(f"hostconsole: shutdown failed: {e}", file=sys.stderr)
+
+
+class _Hooks:
+    """What ``load_ipython_extension`` installs on one shell, and removes again on unload."""
+
+    def __init__(self, shell):
+        self.shell = shell
+        self.magics = HostMagics(shell)
+        shell.register_magics(self.magics)
+        self.names = ["atexit"]  # host.py registers it once for every live host
+
+        shell.observe(self._on_exit_now, names="exit_now")
+        self.names.append("exit_now")
+
+        # Kernel shutdown and restart requests reach ``do_shutdown`` on the control thread
+        # before ipykernel sweeps its own process group and exits: stop providers there,
+        # so the request returns only once they are gone (and their ports free).
+        self.kernel = getattr(shell, "kernel", None)
+        self.original = None
+        self.active = True
+        if self.kernel is not None and callable(getattr(self.kernel, "do_shutdown", None)):
+            self.shadowed = vars(self.kernel).get("do_shutdown")
+            self.original = self.kernel.do_shutdown
+            self.kernel.do_shutdown = self._do_shutdown
+            self.names.append("kernel.do_shutdown")
+
+    def _do_shutdown(self, restart):
+        if self.active:
+            _shutdown_host(timeout=KERNEL_SHUTDOWN_TIMEOUT)
+        return self.original(restart)  # dict or coroutine: ipykernel awaits it as before
+
+    def _on_exit_now(self, change):
+        if change["new"] and self.active:
+            _shutdown_host()
+
+    def remove(self):
+        self.active = False
+        self.shell.unobserve(self._on_exit_now, names="exit_now")
+        if self.original is not None and vars(self.kernel).get("do_shutdown") == self._do_shutdown:
+            if self.shadowed is None:
+                del self.kernel.do_shutdown
+            else:
+                self.kernel.do_shutdown = self.shadowed
+        # If someone wrapped do_shutdown after us, ours stays in their chain, inactive.
+        mm = self.shell.magics_manager
+        for kind in ("line", "cell"):
+            if getattr(mm.magics[kind].get("host"), "__self__", None) is self.magics:
+                del mm.magics[kind]["host"]
+        if dict.get(mm.registry, type(self.magics).__name__) is self.magics:
+            del mm.registry[type(self.magics).__name__]
+
+
+_installed: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def load_ipython_extension(shell):
+    # Loading twice (or a second shell) never makes a second host: get_host() is the
+    # process's one host, and it starts lazily, on `%host start` or the first `%host run`.
+    if shell not in _installed:
+        _installed[shell] = _Hooks(shell)
+
+
+def unload_ipython_extension(shell):
+    hooks = _installed.pop(shell, None)
+    try:
+        _shutdown_host()
+    finally:
+        if hooks is not None:
+            hooks.remove()
