@@ -173,7 +173,8 @@ class Provider:
 
     @property
     def pid(self) -> Optional[int]:
-        return self.main.pid if self.main is not None and self.state in ACTIVE else None
+        # Not while restarting: the last process is gone, the next not yet there.
+        return self.main.pid if self.main is not None and self.state in ("starting", "running", "stopping") else None
 
     @property
     def uptime(self) -> Optional[float]:

@@ -188,6 +188,8 @@ def test_oneshot_then_service_then_worker(host, tmp_path):
 def test_on_failure_restarts_with_backoff_until_the_intensity_limit(fast_host, tmp_path):
     runs = tmp_path / "runs"
     p = fast_host.run("crasher", f"date +%s.%N >> {runs}; exit 1", shell=True, restart="on-failure")
+    wait_until(lambda: p.state == "restarting", timeout=15, what="a restart pending")
+    assert p.pid is None  # its last process is gone: no pid to show while it waits
     wait_until(lambda: p.state == "failed", timeout=15, what="crasher to give up")
     stamps = [float(x) for x in runs.read_text().split()]
     assert len(stamps) == 4  # the first run and restart_limit=3 restarts
