@@ -20,9 +20,29 @@ from .errors import (
     UnknownDependency,
     UnknownProvider,
 )
-from .host import Host, Provider, get_host
-from ._table import PsTable, StopReport
+# Eager, and light: `reap` the function must shadow `reap` the submodule of the same name.
 from .reap import ReapReport, reap
+
+# The rest is imported on first use (PEP 562): the watchdog process imports this package
+# too, and must start fast and small; `import hostconsole` in a kernel stays cheap.
+_LAZY = {
+    "Host": ".host", "Provider": ".host", "get_host": ".host",
+    "PsTable": "._table", "StopReport": "._table",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
 
 __version__ = "0.1.0"
 

@@ -69,6 +69,13 @@ def host_records(state_dir: Path) -> List[dict]:
             }
             r.update(figures.get(name) or {"cpu_percent": 0.0, "rss": 0, "nprocs": 0, "ports": []})
             provs.append(r)
+        for name in sorted(set(trees) - set(rec.providers)):
+            # Running, marked as this host's, but not (yet) in its registry entry: the
+            # processes are the truth, the registry only a hint.
+            r = {"name": name, "kind": "provider", "state": "unregistered" + ("" if alive else " (host dead)"),
+                 "pid": None, "uptime": None, "restarts": None, "exit_code": None, "signal": None}
+            r.update(figures[name])
+            provs.append(r)
         owner = rec.owner
         out.append({
             "host": rec.host_id,

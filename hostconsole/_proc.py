@@ -239,8 +239,9 @@ def send(ident: ProcId, sig: int) -> bool:
         return False
 
 
-def send_group(pgid: int, witness: ProcId, sig: int) -> bool:
-    """Signal process group ``pgid`` if ``witness``, a process we recorded, is still in it.
+def send_group(pgid: int, witness: ProcId, *sigs: int) -> bool:
+    """Signal process group ``pgid`` (with each of ``sigs``, in order) if ``witness``, a
+    process we recorded, is still in it.
 
     A process group id stays allocated while any member exists, so a verified living
     member proves the group is still the one we created.
@@ -249,7 +250,8 @@ def send_group(pgid: int, witness: ProcId, sig: int) -> bool:
     if st is None or st.start != witness.start or st.pgid != pgid:
         return False
     try:
-        os.killpg(pgid, sig)
+        for sig in sigs:
+            os.killpg(pgid, sig)
         return True
     except OSError:
         return False

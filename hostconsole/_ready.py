@@ -16,9 +16,7 @@ import os
 import re
 import socket
 import subprocess
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -67,6 +65,8 @@ class HttpReady(ReadySpec):
 
     def check(self, log_path, log_offset, deadline_left):
         import ssl
+        import urllib.error
+        import urllib.request  # here: costly to import, and only HTTP checks need it
 
         class NoRedirect(urllib.request.HTTPRedirectHandler):
             def redirect_request(self, *a, **k):

@@ -73,6 +73,7 @@ class Shepherd:
         self.spawn_lock = threading.Lock()
         self.child_event = threading.Event()
         self.providers: Dict[str, Provider] = {}
+        self.by_pid: Dict[int, Provider] = {}  # main pid -> provider, until reaped
         self.logs: Dict[str, int] = {}  # log path -> size cap
         self.finder = Finder(host_id, self._universe)
         self._finished = threading.Event()
@@ -131,7 +132,8 @@ class Shepherd:
     def _on_reaped(self, pid, status):
         event = None
         with self.lock:
-            for prov in self.providers.values():
+            prov = self.by_pid.pop(pid, None)
+            for prov in ([prov] if prov is not None else []):
                 if prov.main.pid == pid and prov.status is None:
                     prov.status = status
                     prov.popen.returncode = os.waitstatus_to_exitcode(status)
@@ -158,17 +160,23 @@ class Shepherd:
     def log_guard(self):
         """Keep every log under its cap: past it, keep its last cap bytes as NAME.log.1 and
         truncate NAME.log (providers write with O_APPEND, so they carry on at the new end).
-        Like logrotate's copytruncate, output written during the copy can be lost; the
-        disk use of a provider stays below about twice its cap, however fast it writes."""
-        while not self._finished.wait(LOG_CHECK_INTERVAL):
+        Like logrotate's copytruncate, output written during the copy can be lost.  Disk
+        use stays below twice the cap plus what a provider writes in ~10 ms."""
+        pause = LOG_CHECK_INTERVAL
+        while not self._finished.wait(pause):
             with self.lock:
                 logs = list(self.logs.items())
+            rotated = False
             for path, cap in logs:
                 try:
                     if os.stat(path).st_size > cap:
                         rotate_log(path, cap)
+                        rotated = True
                 except OSError:
                     pass  # deleted under us, or the disk is full: nothing better to do here
+            # A provider writing as fast as it can overshoots by what it writes in one
+            # pause: look again soon while one is that busy.
+            pause = LOG_CHECK_INTERVAL / 10 if rotated else LOG_CHECK_INTERVAL
 
     def control_server(self):
         """Serve ``hostconsole stop`` and friends on the host's control socket.
@@ -266,7 +274,10 @@ class Shepherd:
                 self.spawn(msg)  # replies itself: see there
                 return
             elif op == "stop":
-                threading.Thread(target=self._stop_request, args=(rid, msg), daemon=True).start()
+                try:
+                    threading.Thread(target=self._stop_request, args=(rid, msg), daemon=True).start()
+                except RuntimeError:  # no thread to spare (a process limit): stop from here
+                    self._stop_request(rid, msg)
                 return
             elif op == "tree":
                 reply = self.trees(msg.get("names"))
@@ -315,6 +326,7 @@ class Shepherd:
                 prov = Provider(name, popen, main, msg["stop_signal"], msg["stop_timeout"], msg.get("requires", ()))
                 with self.lock:
                     self.providers[name] = prov
+                    self.by_pid[main.pid] = prov
                     if msg.get("log_max"):
                         self.logs[msg["log"]] = int(msg["log_max"])
                     self._send({"re": msg["id"], "pid": main.pid, "start": main.start, "pgid": main.pid})
@@ -493,8 +505,13 @@ def main(argv=None) -> int:
     threads = [shep.reaper, shep.tracker, shep.log_guard, shep.owner_watch]
     if shep.control_sock is not None:
         threads.append(shep.control_server)
-    for fn in threads:
-        threading.Thread(target=fn, daemon=True).start()
+    try:
+        for fn in threads:
+            threading.Thread(target=fn, daemon=True).start()
+    except RuntimeError as e:
+        # Without its threads it cannot keep its promises: refuse to start (the host says so).
+        print(f"hostconsole watchdog: cannot start its threads ({e}); is a process limit reached?", flush=True)
+        return 1
     reason = "owner closed the channel"
     try:
         shep._send({"ev": "ready", "pid": os.getpid()})

@@ -151,9 +151,7 @@ def signal_tree(t: Target, sig: int, table: Mapping[int, ProcStat]) -> None:
         (ident for pid, ident in t.members.items() if pid in table and table[pid].pgid == t.pgid), None
     )
     if t.pgid is not None and witness is not None:
-        _proc.send_group(t.pgid, witness, sig)
-        if sig != signal.SIGKILL:
-            _proc.send_group(t.pgid, witness, signal.SIGCONT)
+        _proc.send_group(t.pgid, witness, *((sig,) if sig == signal.SIGKILL else (sig, signal.SIGCONT)))
     for pid, ident in t.members.items():
         st = table.get(pid)
         in_group = witness is not None and st is not None and st.pgid == t.pgid
@@ -191,6 +189,9 @@ def stop_levels(
 
 def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Outcome]:
     t0 = clock()
+    # Find first, then signal: what was found is exactly what got the signal, so anything
+    # seen later is known to be new.  (Signalling the groups before the walk saves ~3 ms
+    # for 50 trees, but a child forked in between was then taken for signalled.)
     table = finder.find(targets, rest)
     if rest is not None and rest.members:
         targets = targets + [rest]
@@ -199,11 +200,13 @@ def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Out
         deadline = {k: min(v, end) for k, v in deadline.items()}
     killed_at: Dict[int, float] = {}
     done: Dict[int, Outcome] = {}
+    signalled: Dict[int, set] = {}  # per target: members that have had the stop signal
     for t in targets:
         if not t.members:
             done[id(t)] = Outcome(t.name, "gone")
         else:
             signal_tree(t, t.stop_signal, table)
+        signalled[id(t)] = set(t.members.values())
     pause = POLL_MIN
     while len(done) < len(targets):
         now = clock()
@@ -228,6 +231,16 @@ def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Out
             elif now >= deadline[key]:
                 killed_at[key] = now
                 signal_tree(t, signal.SIGKILL, table)
+                pause = POLL_MIN  # SIGKILL acts at once: look again soon, not in 50 ms
+            else:
+                # A member seen only now (forked since, or caught mid-way while being
+                # re-parented to the subreaper) gets the stop signal too, not just the
+                # SIGKILL at the deadline.
+                for ident in set(t.members.values()) - signalled[key]:
+                    _proc.send(ident, t.stop_signal)
+                    if t.stop_signal != signal.SIGKILL:
+                        _proc.send(ident, signal.SIGCONT)
+                    signalled[key].add(ident)
     out = []
     for t in targets:
         o = done[id(t)]

@@ -50,6 +50,8 @@ ACTIVE = frozenset({"starting", "running", "restarting", "stopping"})
 DEFAULT_STOP_TIMEOUT = 5.0
 DEFAULT_READY_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 30.0
+REGISTRY_COALESCE = 0.05
+WATCHDOG_START_TIMEOUT = 30.0
 CONTROL_SOCKET = "control.sock"
 RESTART_POLICIES = ("no", "on-failure", "always")
 PROGRESS_INTERVAL = 0.25
@@ -209,6 +211,18 @@ class Provider:
         return f"<{self.kind.capitalize()} {self.name!r}: {', '.join(parts)}>"
 
 
+def _start_thread(target, *args, name: str, daemon: bool = True) -> bool:
+    """Start a thread; False if the OS will not give us one (a process or thread limit).
+
+    Every caller has a way to carry on without it: a stop path must never fail because
+    the machine is out of processes -- that is when it is needed most."""
+    try:
+        threading.Thread(target=target, args=args, name=name, daemon=daemon).start()
+        return True
+    except RuntimeError:
+        return False
+
+
 class _Op:
     """A result many threads (or a signal handler) can wait for while one worker makes it."""
 
@@ -226,8 +240,10 @@ class _Op:
             finally:
                 self._done.set()
 
-        # Not a daemon: interpreter exit waits for a stop in progress to finish.
-        threading.Thread(target=body, name=name, daemon=False).start()
+        # Not a daemon: interpreter exit waits for a stop in progress to finish.  Without a
+        # thread to spare, do it here and now (an interrupt could then cut it short).
+        if not _start_thread(body, name=name, daemon=False):
+            body()
         return self
 
     def done(self) -> bool:
@@ -275,8 +291,15 @@ class _Watchdog:
         self._next_id = 0
         self._pending: Dict[int, list] = {}
         self._lock = threading.Lock()
+        self._ready = threading.Event()
         self.reader = threading.Thread(target=self._read, name="hostconsole-watchdog-reader", daemon=True)
         self.reader.start()
+        # Started means started: the watchdog is up, with every thread it needs, before
+        # the first provider exists.  If it dies on the way, say why.
+        if not self._ready.wait(WATCHDOG_START_TIMEOUT) or self.lost:
+            self.close(timeout=1.0)
+            last = _statedir.tail(host.host_dir / "watchdog.log", 1).strip()
+            raise HostError(f"the host's watchdog did not start" + (f": {last}" if last else ""))
 
     @property
     def pid(self):
@@ -297,6 +320,8 @@ class _Watchdog:
                         # exit) must find the reply's effects already in place.
                         slot[2](msg)
                     slot[0].set()
+            elif msg.get("ev") == "ready":
+                self._ready.set()
             elif msg.get("ev") == "exit":
                 host = self._host_ref()
                 if host is not None:
@@ -305,11 +330,13 @@ class _Watchdog:
                 host = self._host_ref()
                 if host is not None:
                     # Not on this thread: a purge needs the reader to carry its replies.
-                    threading.Thread(target=host._on_control, args=(self, msg), daemon=True,
-                                     name="hostconsole-control").start()
+                    if not _start_thread(host._on_control, self, msg, name="hostconsole-control"):
+                        self.channel.send({"op": "control_done", "cid": msg.get("cid"), "ok": False,
+                                           "error": "the host cannot start a thread (process limit?)"})
         with self._lock:
             self.lost = True
             pending, self._pending = self._pending, {}
+        self._ready.set()
         for slot in pending.values():
             slot[0].set()
         try:
@@ -415,6 +442,9 @@ class Host:
         self.host_dir: Optional[Path] = None
         self.started = False
         self.last_reap = None  # what start() reaped
+        self._dirty = threading.Event()
+        self._registry_writer_alive = False
+        self._save_warned = False
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -445,11 +475,18 @@ class Host:
             _statedir.private_dir(self.host_dir / "logs", "log directory")
             self._started_wall = time.time()
             self._save_warned = False
+            try:
+                self._watchdog = _Watchdog(self)
+            except BaseException:
+                _statedir.remove_tree(self.host_dir)
+                self.host_dir = None
+                raise
             self.started = True
-            self._watchdog = _Watchdog(self)
             self._watchdog_lost = False
             _live_hosts.add(self)
-            self._save()
+            self._write_registry()  # at once: from now on the host is findable
+            self._dirty.clear()
+            self._registry_writer_alive = _start_thread(self._registry_writer, name="hostconsole-registry")
         return self
 
     def __enter__(self):
@@ -556,7 +593,10 @@ class Host:
                         self._save()
                         self._changed.notify_all()
 
-            threading.Thread(target=background, name=f"hostconsole-start-{name}", daemon=True).start()
+            if not _start_thread(background, name=f"hostconsole-start-{name}"):
+                unreserve()
+                raise ProviderFailed(f"cannot start {name!r}: no thread to start it in the background "
+                                     f"(process limit?)")
             return prov
         try:
             self._await_requirements(prov, progress)
@@ -629,11 +669,13 @@ class Host:
             inc = prov.incarnation
             watch = prov.state == "starting"
         if watch:
-            threading.Thread(target=self._monitor_ready, args=(prov, inc), daemon=True,
-                             name=f"hostconsole-ready-{prov.name}").start()
+            if not _start_thread(self._monitor_ready, prov, inc, name=f"hostconsole-ready-{prov.name}"):
+                self._fail_start(prov, inc, "cannot watch its readiness: no thread (process limit?); it was stopped")
 
     def _spawn(self, prov: Provider):
-        log = self.host_dir / "logs" / _statedir.log_name(prov.name)
+        # Someone may have deleted the state (a cleanup script, rm -rf): make it again
+        # rather than fail every start from now on.
+        log = _statedir.private_dir(self.host_dir / "logs", "log directory") / _statedir.log_name(prov.name)
         env = dict(os.environ)
         env.pop("HOSTCONSOLE_PROVIDER", None)
         env.update(prov.env)
@@ -659,7 +701,8 @@ class Host:
                         else:  # the name was taken meanwhile: this one must not run
                             prov.main = ProcId(reply["pid"], reply["start"])
                             prov.state = "stopping"
-                            threading.Thread(target=self._stop, args=([prov],), daemon=True).start()
+                            if not _start_thread(self._stop, [prov], name="hostconsole-stop"):
+                                _proc.send_group(prov.main.pid, prov.main, signal.SIGKILL)
                             return
                     prov.incarnation += 1
                     prov.log_path, prov.log_offset = log, offset
@@ -838,9 +881,44 @@ class Host:
         return m
 
     def _save(self):
-        """Rewrite this host's registry entry (call with the lock held)."""
-        if not self.started or self.host_dir is None:
+        """Note that the registry entry needs rewriting (cheap: called on every change).
+
+        The writer thread rewrites it within ~50 ms, off the paths of start and stop
+        (a synchronous write there cost ~1 ms a provider).  Readers of the registry
+        (``hostconsole ps``) see a change well within a second; nothing that decides
+        what to signal depends on it being current."""
+        if self._registry_writer_alive:
+            self._dirty.set()
+        else:
+            self._write_registry()
+
+    def _registry_writer(self):
+        while True:
+            self._dirty.wait()
+            if not self.started:
+                return
+            time.sleep(REGISTRY_COALESCE)  # one write for a burst of changes
+            self._dirty.clear()
+            self._write_registry()
+
+    def _write_registry(self):
+        with self._lock:
+            data = self._registry_record()
+            host_dir = self.host_dir
+        if data is None:
             return
+        try:
+            if not host_dir.is_dir():
+                _statedir.private_dir(host_dir, "host directory")
+            registry.write_atomic(host_dir / registry.HOST_FILE, data)
+        except (OSError, HostError) as e:
+            if not self._save_warned:
+                self._save_warned = True
+                print(f"hostconsole: cannot write the registry entry of host {self.host_id}: {e}", file=sys.stderr)
+
+    def _registry_record(self) -> Optional[dict]:
+        if not self.started or self.host_dir is None:
+            return None
         wd = self._watchdog
         provs = {}
         for p in self._providers.values():
@@ -863,12 +941,7 @@ class Host:
             "watchdog_alive": wd is not None and not wd.lost,
             "providers": provs,
         }
-        try:
-            registry.write_atomic(self.host_dir / registry.HOST_FILE, data)
-        except OSError as e:
-            if not self._save_warned:
-                self._save_warned = True
-                print(f"hostconsole: cannot write the registry entry of host {self.host_id}: {e}", file=sys.stderr)
+        return data
 
     def _wait_for(self, prov, predicate, timeout) -> Optional[str]:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -916,7 +989,11 @@ class Host:
         prov.restarts += 1
         timer = threading.Timer(delay, self._respawn, args=(prov, prov.incarnation))
         timer.daemon = True
-        timer.start()
+        try:
+            timer.start()
+        except RuntimeError:
+            prov.state = "failed"
+            prov.error = f"could not schedule its restart: no thread (process limit?); last exit {prov.signal or prov.exit_code}"
 
     def _respawn(self, prov: Provider, inc: int):
         with self._lock:
@@ -1151,6 +1228,7 @@ class Host:
                     if p.main is None and p.state in ACTIVE:
                         p.state = "stopped"  # still waiting to start: it never will
                 mine = [p for p in provs if p._stopping is None and p.main is not None]
+                op = None
                 if mine:
                     op = _Op()
                     for p in mine:
@@ -1158,11 +1236,15 @@ class Host:
                         if p.state in ACTIVE:
                             p.state = "stopping"
                     self._changed.notify_all()
-                    op.run_in_thread(self._execute_stop, mine, cap, sweep, name="hostconsole-stop")
                 ops = list(dict.fromkeys(p._stopping for p in provs if p._stopping is not None))
         finally:
             for p in lives:
                 p._life.release()
+        if op is not None:
+            # Outside every lock: the channel's reader needs the host's lock to deliver
+            # the exits that come ahead of the stop's reply (and without a spare thread,
+            # the stop runs right here).
+            op.run_in_thread(self._execute_stop, mine, cap, sweep, name="hostconsole-stop")
         outcomes: Dict[str, dict] = {}
         for o in ops:
             outcomes.update(o.result())
@@ -1215,9 +1297,11 @@ class Host:
         cap = check_timeout("timeout", timeout, allow_none=True)
         with self._lock:
             op = self._purge_op
-            if op is None:
+            mine = op is None
+            if mine:
                 op = self._purge_op = _Op()
-                op.run_in_thread(self._do_purge, op, cap, name="hostconsole-purge")
+        if mine:  # started outside the lock: see _stop
+            op.run_in_thread(self._do_purge, op, cap, name="hostconsole-purge")
         return op.result()
 
     def _do_purge(self, op: _Op, cap):
@@ -1239,9 +1323,11 @@ class Host:
             if not self.started and self._shutdown_op is None:
                 return StopReport([])
             op = self._shutdown_op
-            if op is None:
+            mine = op is None
+            if mine:
                 op = self._shutdown_op = _Op()
-                op.run_in_thread(self._do_shutdown, timeout, name="hostconsole-shutdown")
+        if mine:  # started outside the lock: see _stop
+            op.run_in_thread(self._do_shutdown, timeout, name="hostconsole-shutdown")
         return op.result()
 
     def _do_shutdown(self, timeout):
@@ -1258,6 +1344,8 @@ class Host:
             with self._lock:
                 self._providers.clear()
                 self.started = False
+                self._registry_writer_alive = False
+                self._dirty.set()  # wakes the writer, which sees the host stopped and ends
                 self._shutdown_op = None
                 self.host_dir = None
                 _live_hosts.discard(self)

@@ -14,6 +14,8 @@ import threading
 
 
 def _serve(conn, state_dir, options):
+    import faulthandler, signal as _signal, sys as _sys
+    faulthandler.register(_signal.SIGUSR1, file=_sys.stderr, all_threads=True)
     import hostconsole
 
     host = hostconsole.Host(state_dir, **options).start()

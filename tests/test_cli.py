@@ -82,6 +82,9 @@ def test_stop_all_and_errors(state_dir, tmp_path):
 def test_dead_hosts_are_shown_as_dead_and_reaped(state_dir, tmp_path):
     owner = Owner(state_dir, tmp_path, "h.run('orphan', ['sleep', '300'])")
     host_id = owner.host_id
+    from hostconsole import registry
+
+    wait_until(lambda: "orphan" in registry.read(state_dir / "hosts" / host_id).providers, what="registry entry")
     os.kill(owner.watchdog, signal.SIGKILL)  # double fault: nobody stops the orphan
     owner.kill()
     h = ps_json(state_dir)[host_id]
@@ -96,6 +99,33 @@ def test_dead_hosts_are_shown_as_dead_and_reaped(state_dir, tmp_path):
     assert r.returncode == 0 and "stopped 1 leftover" in r.stdout, r.stdout
     assert not marked(host_id)
     assert host_id not in ps_json(state_dir)
+
+
+def test_ps_shows_running_providers_the_registry_does_not_know(state_dir, tmp_path):
+    """A host that dies within moments of a start may not have written it to its registry
+    entry: the processes, marked, are the truth."""
+    owner = Owner(state_dir, tmp_path, "h.run('known', ['sleep', '300'])")
+    from hostconsole import registry
+
+    wait_until(lambda: "known" in registry.read(state_dir / "hosts" / owner.host_id).providers, what="entry")
+    marker = {"HOSTCONSOLE_HOST": owner.host_id, "HOSTCONSOLE_PROVIDER": "late",
+              "HOSTCONSOLE_OWNER": _proc_owner(owner.proc.pid), "HOSTCONSOLE_STATE_DIR": str(state_dir)}
+    late = subprocess.Popen(["sleep", "300"], env={**os.environ, **marker}, start_new_session=True)
+    try:
+        recs = {r["name"]: r for r in ps_json(state_dir)[owner.host_id]["providers"]}
+        assert recs["late"]["state"] == "unregistered" and recs["late"]["nprocs"] == 1
+    finally:
+        late.kill()
+        late.wait()
+        owner.kill()
+        hostconsole.reap(state_dir=state_dir)
+
+
+def _proc_owner(pid):
+    from hostconsole import _proc
+
+    ident = _proc.identity(pid)
+    return f"{ident.pid}:{ident.start}"
 
 
 @pytest.mark.parametrize("sub", ["ps", "stop", "reap", "console", "demo"])

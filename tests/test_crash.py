@@ -99,8 +99,7 @@ def test_watchdog_killed_while_host_lives(host, tmp_path):
     assert table["survivor"]["state"] == "running" and alive(p.pid)  # not killed with it
     with pytest.raises(hostconsole.HostError, match="watchdog is gone"):
         host.run("new", ["sleep", "300"])
-    rec = registry.read(host.host_dir)
-    assert rec.data["watchdog_alive"] is False
+    wait_until(lambda: registry.read(host.host_dir).data["watchdog_alive"] is False, what="the registry to say so")
     # The host's own stop path still works without it.
     report = host.purge()
     assert report["survivor"]["outcome"] == "exited"
@@ -224,6 +223,7 @@ def test_registry_entry_describes_the_live_host(host):
     host.run("api", ["sleep", "300"], requires="db")
     path = host.host_dir / "host.json"
     assert oct(path.stat().st_mode & 0o777) == "0o600"
+    wait_until(lambda: "api" in registry.read(host.host_dir).providers, what="the entry to list api")
     rec = registry.read(host.host_dir)
     assert rec.alive and rec.host_id == host.host_id
     assert rec.watchdog.pid == host.status()["watchdog_pid"]
@@ -232,4 +232,7 @@ def test_registry_entry_describes_the_live_host(host):
     assert rec.providers["api"]["requires"] == ["db"]
     assert _proc.identity(db["pid"]) == _proc.ProcId(db["pid"], db["start"])
     host.stop("db")
-    assert registry.read(host.host_dir).providers["db"]["state"] == "stopped"
+    t0 = time.monotonic()
+    wait_until(lambda: registry.read(host.host_dir).providers["db"]["state"] == "stopped", timeout=5,
+               what="the registry to show the stop")
+    assert time.monotonic() - t0 < 1.0  # rewritten off the stop's path, but promptly

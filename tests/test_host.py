@@ -49,7 +49,8 @@ def test_descendants_inherit_markers(host, tmp_path):
     pidfile = tmp_path / "pids"
     host.run("tree", f"sleep 300 & echo $! > {pidfile}; wait", shell=True)
     (child,) = read_pids(pidfile)
-    assert _proc.markers(child)["HOSTCONSOLE_PROVIDER"] == "tree"
+    # (Polled: while the child execs, its environment briefly reads as empty.)
+    wait_until(lambda: _proc.markers(child).get("HOSTCONSOLE_PROVIDER") == "tree", what="the child's marker")
 
 
 def test_state_dir_is_private_and_logs_capture_both_streams(host, state_dir):
@@ -464,3 +465,19 @@ def test_context_manager_shuts_down(state_dir):
 
 def test_get_host_is_one_host_per_process():
     assert hostconsole.get_host() is hostconsole.get_host()
+
+
+def test_a_member_that_appears_during_the_stop_gets_the_stop_signal_too(host, tmp_path):
+    """Regression: a process first seen after the stop began (forked by a TERM handler, or
+    caught mid-way while re-parented to the watchdog) got only SIGKILL at the deadline."""
+    f = tmp_path / "late"
+    script = (f"trap '( trap \"echo late-got-TERM > {f}; exit 0\" TERM; touch {f}.started; "
+              f"while :; do sleep 0.05; done ) & sleep 0.3; exit 0' TERM; "
+              f"echo ready; while :; do sleep 0.05; done")
+    host.run("forks-on-stop", script, shell=True, stop_timeout=4)
+    wait_until(lambda: "ready" in host.logs("forks-on-stop"), what="trap installed")
+    report = host.stop("forks-on-stop")
+    r = report["forks-on-stop"]
+    assert os.path.exists(f"{f}.started")  # the late child did appear during the stop
+    assert r["outcome"] == "exited" and r["seconds"] < 3, r
+    assert f.read_text().strip() == "late-got-TERM"
