@@ -1,0 +1,227 @@
+"""``python -m benchmarks``: run the scenarios side by side and print the table."""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+from . import _common as C
+from . import _report
+from ._scenarios import DEFAULT_N, FIGURES, FINISHERS, N_MEANING, QUICK_N, RUNNERS, SCENARIOS, Ctx, Results
+from ._systems import ALL
+
+DEFAULT_REPEAT = 5
+
+NOTES = """\
+How to read it: each cell is min / median over the repetitions (ps: over calls; IPython:
+over launches); "× Popen" is the median's ratio to the raw-Popen column measured in the same
+run. Popen column: a Popen loop with start_new_session=True; stop = SIGTERM each, wait each
+(until the stop timeout), SIGKILL what is left, wait. hostconsole: Host(state_dir).start()
+(untimed), host.run(...) per provider, host.purge(). supervisord: programs with
+autostart=false, startsecs=0 (RUNNING once spawned, like ready=none), stopwaitsecs = the stop
+timeout; startAllProcesses / stopAllProcesses over its unix-socket XML-RPC (what
+`supervisorctl start all` / `stop all` send; in-process, so no client start-up is counted).
+circus: one watcher per program (autostart=false, graceful_timeout = the stop timeout),
+`start NAME --waiting` per watcher (circus's `start` without a name starts only autostart
+watchers), `stop --waiting` for all, over its ipc:// endpoint with circus's own client.
+Stop figures run until every main process is gone (polled every 1 ms after the call returns).
+Crash: the owner (a separate process holding the Host, or the Popen loop, or supervisord /
+circusd) is SIGKILLed; the trees are `bash -c 'sleep 300 & setsid sleep 300 & wait'`
+(3 processes each); marked processes (HOSTCONSOLE_HOST=<id>, which includes the watchdog)
+are polled every 0.5 ms; survivors are counted by a full /proc rescan 2 s after the kill and
+then killed by pid. ps: the Popen column is psutil gathering the same figures (cpu %, rss,
+listening TCP ports) for as many Popen children, with no tree discovery. IPython:
+`python -m IPython --no-banner -c CODE`, fresh IPYTHONDIR (created before timing), bare vs.
+with `%load_ext hostconsole` + `%host start`, launched in pairs back to back (order
+alternating); the overhead is the median of the pairs' differences in wall time, which
+includes the host's shutdown at exit.
+Memory: RSS of a fresh interpreter (psutil imported before the first reading) and of the
+watchdog; for peers, the daemon's RSS with the programs configured but not started, then
+running. Bytecode: this machine sets PYTHONDONTWRITEBYTECODE, under which the editable
+hostconsole is recompiled in every interpreter; the interpreters the benchmark starts get it
+unset and PYTHONPYCACHEPREFIX in the temp dir instead (warmed before timing), as an installed
+copy would behave (--no-bytecode-cache keeps the environment as it is)."""
+
+
+def parse_n(values, names):
+    out = {}
+    for v in values or []:
+        for part in v.split(","):
+            if "=" in part:
+                k, _, x = part.partition("=")
+                if k not in names:
+                    raise SystemExit(f"--n: unknown scenario {k!r} (choose from {', '.join(names)})")
+                out[k] = int(x)
+            else:
+                for k in names:
+                    out[k] = int(part)
+    if any(x < 1 for x in out.values()):
+        raise SystemExit("--n: N must be at least 1")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="hostconsole side by side with raw Popen, supervisord and circus, in one run.",
+        epilog="scenarios and default N: " + ", ".join(f"{s}={DEFAULT_N[s]}" for s in SCENARIOS)
+        + ". " + "; ".join(f"{k}: N = {v}" for k, v in N_MEANING.items()) + ".")
+    ap.add_argument("--n", action="append", metavar="N|SCENARIO=N",
+                    help="N for every selected scenario, or for one (repeatable, comma-separated)")
+    ap.add_argument("--repeat", type=int, help=f"repetitions of each scenario (default {DEFAULT_REPEAT})")
+    ap.add_argument("--only", action="append", metavar="SCENARIO",
+                    help="run only these scenarios (repeatable, comma-separated): " + ", ".join(SCENARIOS))
+    ap.add_argument("--quick", action="store_true", help="tiny N and 1 repetition: a smoke test")
+    ap.add_argument("--no-peers", action="store_true", help="leave supervisord and circus out")
+    ap.add_argument("--markdown", metavar="PATH", help="also write the results as markdown to PATH")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="keep the environment's PYTHONDONTWRITEBYTECODE for the interpreters we start "
+                         "(by default they cache bytecode in the run's temp dir, as after a pip install)")
+    args = ap.parse_args(argv)
+
+    only = []
+    for o in args.only or []:
+        only += [x.strip() for x in o.split(",") if x.strip()]
+    for o in only:
+        if o not in SCENARIOS:
+            ap.error(f"unknown scenario {o!r} (choose from {', '.join(SCENARIOS)})")
+    scenarios = [s for s in SCENARIOS if not only or s in only]
+    n = dict(QUICK_N if args.quick else DEFAULT_N)
+    n.update(parse_n(args.n, SCENARIOS))
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else DEFAULT_REPEAT)
+    if repeat < 1:
+        ap.error("--repeat must be at least 1")
+
+    token = secrets.token_hex(6)
+    os.environ[C.TAG_VAR] = token  # inherited by everything we start, and by their children
+    tmp = tempfile.mkdtemp(prefix="hcbench-")
+    os.environ["HOSTCONSOLE_STATE_DIR"] = os.path.join(tmp, "default-state")
+
+    if not args.no_bytecode_cache:
+        # An editable install under PYTHONDONTWRITEBYTECODE recompiles hostconsole in every
+        # interpreter (IPython, the watchdog, owners): not what a user's installed copy does.
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+        os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(tmp, "pycache")
+        C.warm_bytecode()
+
+    def cleanup():
+        try:
+            C.sweep(token)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    atexit.register(cleanup)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    results = Results()
+    systems, skipped = [], []
+    for cls in ALL:
+        why = cls.available()
+        if args.no_peers and cls.name in ("supervisor", "circus"):
+            why = "left out (--no-peers)"
+        if why is None:
+            systems.append(cls)
+        else:
+            skipped.append(f"{cls.label}: {why}; its column is skipped")
+    for s in skipped:
+        results.note(s)
+    if args.no_bytecode_cache and os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        results.note("PYTHONDONTWRITEBYTECODE is set and kept (--no-bytecode-cache): every interpreter we start "
+                     "compiles hostconsole from source")
+    ctx = Ctx(tmp=tmp, token=token, systems=systems, results=results, repeat=repeat, n=n)
+    ctx.source = _report.source_state()
+    C.log(f"hostconsole benchmarks: {', '.join(scenarios)}; repeat {repeat}; systems "
+          f"{', '.join(c.name for c in systems)}; temp {tmp}")
+
+    t_start = time.monotonic()
+    interrupted = False
+    try:
+        for sc in scenarios:
+            results.n[sc] = n[sc]
+            C.log(f"[{sc}] N={n[sc]}")
+            for rep in range(repeat):
+                if repeat > 1:
+                    C.log(f" repetition {rep + 1}/{repeat}")
+                RUNNERS[sc](ctx, rep)
+            if sc in FINISHERS:
+                FINISHERS[sc](ctx)
+            found = C.sweep(token)
+            if found:
+                results.note(f"after {sc}: {len(found)} leftover process(es) killed by pid")
+    except KeyboardInterrupt:
+        interrupted = True
+        C.log("interrupted: cleaning up and printing what was measured")
+    elapsed = time.monotonic() - t_start
+
+    names = [c.name for c in systems]
+    table = _report.text_table(ctx, names)
+    print()
+    print(table)
+    print()
+    for note in results.notes:
+        print(f"note: {note}")
+    met = [(f, _report.verdict(ctx, f)) for f in FIGURES]
+    met = [(f, v) for f, v in met if v is not None]
+    if met:
+        print()
+        print("hostconsole against its targets:")
+        for f, (ok, how) in met:
+            nn = results.n.get(f.scenario)
+            print(f"  {'met   ' if ok else 'MISSED'}  {f.label.format(n=nn, n3=3 * nn if nn else '?')}: "
+                  f"target {f.target_text}, {how}")
+    print(f"\n{len(scenarios)} scenario(s), {repeat} repetition(s), {elapsed:.0f} s")
+
+    if args.markdown:
+        given = sys.argv[1:] if argv is None else list(argv)
+        cmd = "python -m benchmarks" + (" " + shlex.join(given) if given else "")
+        write_markdown(args.markdown, ctx, names, cmd, scenarios, repeat, elapsed, skipped)
+        print(f"wrote {args.markdown}")
+    return 130 if interrupted else 0
+
+
+def write_markdown(path, ctx, names, cmd, scenarios, repeat, elapsed, skipped):
+    r = ctx.results
+    lines = ["# hostconsole benchmarks", "",
+             f"Produced by `{cmd}` (from the repository root, with the project's venv: "
+             f"`.venv/bin/python -m benchmarks ...`) on {time.strftime('%Y-%m-%d %H:%M %Z')}, "
+             f"in {elapsed:.0f} s: {', '.join(scenarios)}; {repeat} repetition(s) each.", "",
+             "## Machine", ""]
+    lines += [f"- {k}: {v}" for k, v in _report.machine()]
+    lines += [f"- packages: {_report.versions(ctx)}",
+              f"- hostconsole source at the start of the run: {ctx.source}", "",
+              "A shared machine: other test suites may run at the same time, so absolute figures are "
+              "noisy; the ratios to the Popen baseline, measured in the same run, are what count.", "",
+              "## Results", "", _report.markdown_table(ctx, names), ""]
+    lines += ["N per scenario: " + ", ".join(f"{s} {r.n[s]}" for s in scenarios if s in r.n)
+              + (" (ipython: launches of each variant per repetition)" if "ipython" in r.n else "") + ".", ""]
+    met = [(f, _report.verdict(ctx, f)) for f in FIGURES]
+    met = [(f, v) for f, v in met if v is not None]
+    if met:
+        lines += ["## Targets", ""]
+        for f, (ok, how) in met:
+            nn = r.n.get(f.scenario)
+            lines.append(f"- **{'met' if ok else 'MISSED'}**: {f.label.format(n=nn, n3=3 * nn if nn else '?')}"
+                         f" — target {f.target_text}; {how}")
+        lines.append("")
+    if r.notes:
+        lines += ["## Notes from the run", ""] + [f"- {n}" for n in r.notes] + [""]
+    lines += ["## Method", "", NOTES, ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""The systems under comparison, behind one small interface.
+
+    s.open(programs)   untimed: what must exist before starting (a host, a daemon)
+    s.start_all()      timed: start every program, return once all report running
+    s.pids()           untimed: the main process of every program
+    s.stop_all()       timed: stop every program (the caller then waits until all are gone)
+    s.kill_supervisor() SIGKILL whatever supervises the programs (crash scenario)
+    s.close()          untimed: stop what is left, verify it is gone, remove files
+
+Peers are driven through their own control interfaces on unix sockets (supervisord's
+XML-RPC, the transport ``supervisorctl`` uses; circus's ZeroMQ ``ipc://`` endpoint, the
+client ``circusctl`` uses), in-process, so that a client interpreter's start-up is not
+counted against them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, NamedTuple, Optional
+
+from ._common import (
+    CRASH_VAR,
+    Ident,
+    alive,
+    ident,
+    kill_all,
+    scan,
+    stop_child,
+    wait_gone,
+    wait_until,
+)
+
+DAEMON_START_TIMEOUT = 30.0
+RPC_TIMEOUT = 120.0
+
+
+class Program(NamedTuple):
+    name: str
+    argv: List[str]
+    stop_timeout: float = 5.0
+    env: Dict[str, str] = {}
+
+
+def _bin(name: str) -> List[str]:
+    """A console script of this interpreter's environment."""
+    path = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(path):
+        return [path]
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(name)
+    return [found]
+
+
+def _abs_argv(argv: List[str]) -> List[str]:
+    exe = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
+    return [exe] + list(argv[1:])
+
+
+class System:
+    name = "?"
+    label = "?"
+
+    def __init__(self, tmp: str):
+        self.tmp = tmp
+        self.programs: List[Program] = []
+        self.seen: List[Ident] = []
+
+    @staticmethod
+    def available() -> Optional[str]:
+        """None if usable here, else why not."""
+        return None
+
+    def version(self) -> str:
+        return ""
+
+    def open(self, programs: List[Program]) -> None:
+        self.programs = list(programs)
+
+    def pids(self) -> List[Ident]:
+        raise NotImplementedError
+
+    def remember(self) -> List[Ident]:
+        ids = self.pids()
+        self.seen.extend(ids)
+        return ids
+
+    def _finish(self) -> None:
+        """Whatever we saw of this system's programs must be gone."""
+        left = kill_all([i for i in self.seen if alive(i)])
+        if left:
+            raise RuntimeError(f"{self.name}: processes {[i.pid for i in left]} would not die")
+        self.seen = []
+
+
+# --- the baseline ----------------------------------------------------------------------
+
+
+class PopenSystem(System):
+    name = "popen"
+    label = "Popen"
+
+    def version(self):
+        return f"Python {sys.version.split()[0]}"
+
+    def open(self, programs):
+        super().open(programs)
+        self.procs: List[subprocess.Popen] = []
+
+    def start_all(self):
+        for p in self.programs:
+            env = dict(os.environ, **p.env) if p.env else None
+            self.procs.append(subprocess.Popen(p.argv, env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def pids(self):
+        return [i for i in (ident(p.pid) for p in self.procs) if i is not None]
+
+    def stop_all(self):
+        """SIGTERM each; wait each until the stop timeout; SIGKILL what is left; wait."""
+        timeout = max(p.stop_timeout for p in self.programs)
+        for p in self.procs:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.perf_counter() + timeout
+        for p in self.procs:
+            try:
+                p.wait(max(0.0, deadline - time.perf_counter()))
+            except subprocess.TimeoutExpired:
+                pass
+        late = [p for p in self.procs if p.returncode is None]
+        for p in late:
+            p.kill()
+        for p in late:
+            p.wait(10)
+
+    def close(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs:
+            p.wait(10)
+        self.procs = []
+        self._finish()
+
+
+# --- hostconsole -----------------------------------------------------------------------
+
+
+def wait_watchdog(host) -> None:
+    """Host.start() returns before its watchdog (a fresh interpreter) can answer; the
+    first request would pay for its start-up.  Wait for it here, untimed."""
+    try:
+        host._request("ping", timeout=30)
+    except Exception:  # no such internal request any more: give it time instead
+        time.sleep(0.5)
+
+
+class HostconsoleSystem(System):
+    name = "hostconsole"
+    label = "hostconsole"
+
+    def version(self):
+        import hostconsole
+
+        return f"hostconsole {hostconsole.__version__}"
+
+    def open(self, programs):
+        import hostconsole
+
+        super().open(programs)
+        self.state = tempfile.mkdtemp(prefix="hc-", dir=self.tmp)
+        self.host = hostconsole.Host(self.state).start()
+        self.host_id = self.host.host_id
+        self.report = None
+        wait_watchdog(self.host)
+
+    def start_all(self):
+        for p in self.programs:
+            self.host.run(p.name, p.argv, stop_timeout=p.stop_timeout, env=p.env or None)
+
+    def pids(self):
+        out = []
+        for p in self.programs:
+            if p.name in self.host:
+                pid = self.host.provider(p.name).pid
+                i = ident(pid) if pid else None
+                if i is not None:
+                    out.append(i)
+        return out
+
+    def stop_all(self):
+        self.report = self.host.purge()
+
+    def close(self):
+        try:
+            self.host.shutdown(timeout=10)
+        finally:
+            gone, left = wait_gone(scan("HOSTCONSOLE_HOST", self.host_id), 10.0, 0.005)
+            left = kill_all(left)
+            self._finish()
+            shutil.rmtree(self.state, ignore_errors=True)
+        if left:
+            raise RuntimeError(f"hostconsole: processes {[i.pid for i in left]} of host {self.host_id} would not die")
+
+
+# --- supervisord -----------------------------------------------------------------------
+
+
+def _supervisor_proxy(sock_path: str, timeout: float):
+    import xmlrpc.client
+
+    from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
+
+    class Conn(UnixStreamHTTPConnection):
+        def connect(self):  # supervisor's own, with a timeout: every wait is bounded
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(self.socketfile)
+
+    transport = SupervisorTransport(None, None, "unix://" + sock_path)
+
+    def connection():
+        c = Conn("localhost")
+        c.socketfile = sock_path
+        return c
+
+    transport._get_connection = connection
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def _ini_value(s: str) -> str:
+    if "\n" in s or "%" in s:
+        raise ValueError(f"cannot put {s!r} in an ini file")
+    return s
+
+
+class SupervisorSystem(System):
+    name = "supervisor"
+    label = "supervisord"
+
+    @staticmethod
+    def available():
+        try:
+            import supervisor  # noqa: F401
+        except ImportError:
+            return "not installed (pip install supervisor)"
+        return None
+
+    def version(self):
+        from importlib.metadata import version
+
+        return f"supervisor {version('supervisor')}"
+
+    def open(self, programs):
+        super().open(programs)
+        self.dir = tempfile.mkdtemp(prefix="sup-", dir=self.tmp)
+        self.sock = os.path.join(self.dir, "s.sock")
+        os.mkdir(os.path.join(self.dir, "logs"))
+        lines = [
+            "[unix_http_server]", f"file={self.sock}", "chmod=0700", "",
+            "[supervisord]", f"logfile={self.dir}/supervisord.log", f"pidfile={self.dir}/supervisord.pid",
+            f"childlogdir={self.dir}/logs", "nodaemon=true", "loglevel=warn", "minfds=256", "minprocs=64", "",
+            "[rpcinterface:supervisor]",
+            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface", "",
+            "[supervisorctl]", f"serverurl=unix://{self.sock}", "",
+        ]
+        import shlex
+
+        for p in self.programs:
+            lines += [
+                f"[program:{p.name}]",
+                f"command={_ini_value(shlex.join(_abs_argv(p.argv)))}",
+                "autostart=false", "autorestart=false",
+                "startsecs=0",  # RUNNING once spawned, as hostconsole's ready=none (default 1 s)
+                "startretries=0", "stopsignal=TERM", f"stopwaitsecs={p.stop_timeout:g}",
+            ]
+            if p.env:
+                lines.append("environment=" + ",".join(f'{k}="{_ini_value(v)}"' for k, v in p.env.items()))
+            lines.append("")
+        conf = os.path.join(self.dir, "supervisord.conf")
+        with open(conf, "w") as f:
+            f.write("\n".join(lines))
+        self.out = open(os.path.join(self.dir, "stdout.log"), "wb")
+        self.proc = subprocess.Popen(_bin("supervisord") + ["-n", "-c", conf], start_new_session=True,
+                                     stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT)
+        self.rpc = None
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"supervisord exited with {self.proc.returncode}; see {self.dir}")
+            rpc = _supervisor_proxy(self.sock, 1.0)  # a fresh connection per attempt
+            try:
+                return rpc.supervisor.getState()["statename"] == "RUNNING"
+            except OSError:
+                return False
+            finally:
+                rpc("close")()
+
+        try:
+            wait_until(up, DAEMON_START_TIMEOUT, 0.02, "supervisord to answer")
+        except BaseException:
+            self.close()
+            raise
+        self.rpc = _supervisor_proxy(self.sock, RPC_TIMEOUT)
+
+    @property
+    def daemon_pid(self):
+        return self.proc.pid
+
+    def start_all(self):
+        results = self.rpc.supervisor.startAllProcesses(True)
+        bad = [r for r in results if r["status"] != 80]  # Faults.SUCCESS
+        if bad:
+            raise RuntimeError(f"supervisord could not start: {bad[:3]}")
+
+    def pids(self):
+        out = []
+        for info in self.rpc.supervisor.getAllProcessInfo():
+            if info["pid"]:
+                i = ident(info["pid"])
+                if i is not None:
+                    out.append(i)
+        return out
+
+    def stop_all(self):
+        self.rpc.supervisor.stopAllProcesses(True)
+
+    def kill_supervisor(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def close(self):
+        try:
+            if self.proc.poll() is None:
+                if self.rpc is not None:
+                    try:
+                        self.remember()
+                        self.rpc.supervisor.stopAllProcesses(True)
+                    except Exception:
+                        pass
+                    self.rpc("close")()
+                # Its own SIGTERM shutdown stops programs one at a time; nothing is left.
+                stop_child(self.proc, signal.SIGTERM, 30)
+        finally:
+            self.out.close()
+            self._finish()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- circus ----------------------------------------------------------------------------
+
+
+class CircusSystem(System):
+    name = "circus"
+    label = "circus"
+
+    @staticmethod
+    def available():
+        try:
+            import circus.client  # noqa: F401
+        except ImportError:
+            return "not installed (pip install circus)"
+        except Exception as e:  # installed, but broken on this Python
+            return f"cannot be imported: {e!r}"
+        return None
+
+    def version(self):
+        from importlib.metadata import version
+
+        return f"circus {version('circus')}"
+
+    def open(self, programs):
+        import shlex
+
+        from circus.client import CircusClient
+
+        super().open(programs)
+        self.dir = tempfile.mkdtemp(prefix="circus-", dir=self.tmp)
+        self.endpoint = f"ipc://{self.dir}/ctl.sock"
+        lines = [
+            "[circus]", f"endpoint = {self.endpoint}", f"pubsub_endpoint = ipc://{self.dir}/pub.sock",
+            "statsd = False", "httpd = False", "check_delay = 5", "",
+        ]
+        for p in self.programs:
+            lines += [
+                f"[watcher:{p.name}]", f"cmd = {_ini_value(shlex.join(_abs_argv(p.argv)))}",
+                "numprocesses = 1", "autostart = false", "respawn = false", "copy_env = true",
+                "stop_signal = TERM", f"graceful_timeout = {p.stop_timeout:g}", "",
+            ]
+            if p.env:
+                lines.append(f"[env:{p.name}]")
+                lines += [f"{k} = {_ini_value(v)}" for k, v in p.env.items()]
+                lines.append("")
+        conf = os.path.join(self.dir, "circus.ini")
+        with open(conf, "w") as f:
+            f.write("\n".join(lines))
+        self.out = open(os.path.join(self.dir, "circusd.log"), "wb")
+        self.proc = subprocess.Popen(_bin("circusd") + ["--log-level", "warning", conf], start_new_session=True,
+                                     stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.STDOUT,
+                                     cwd=self.dir)
+        self.client = CircusClient(endpoint=self.endpoint, timeout=RPC_TIMEOUT)
+        quick = CircusClient(endpoint=self.endpoint, timeout=0.5)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"circusd exited with {self.proc.returncode}; see {self.dir}")
+            try:
+                return quick.call({"command": "list"}).get("status") == "ok"
+            except Exception:
+                return False
+
+        try:
+            wait_until(up, DAEMON_START_TIMEOUT, 0.02, "circusd to answer")
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            quick.stop()
+
+    @property
+    def daemon_pid(self):
+        return self.proc.pid
+
+    def call(self, command, **props):
+        msg = {"command": command}
+        if props:
+            msg["properties"] = props
+        reply = self.client.call(msg)
+        if reply.get("status") != "ok":
+            raise RuntimeError(f"circus {command}: {reply}")
+        return reply
+
+    def start_all(self):
+        # `circusctl start` with no name starts only autostart watchers: one per watcher,
+        # waiting for each, as a user would.
+        for p in self.programs:
+            self.call("start", name=p.name, waiting=True, match="simple")
+
+    def pids(self):
+        out = []
+        for p in self.programs:
+            for pid in self.call("list", name=p.name).get("pids", []):
+                i = ident(pid)
+                if i is not None:
+                    out.append(i)
+        return out
+
+    def stop_all(self):
+        self.call("stop", waiting=True)  # all watchers, concurrently
+
+    def kill_supervisor(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def close(self):
+        try:
+            if self.proc.poll() is None:
+                try:
+                    self.remember()
+                    self.call("stop", waiting=True)
+                except Exception:
+                    pass
+                stop_child(self.proc, signal.SIGTERM, 30)
+        finally:
+            self.client.stop()
+            self.out.close()
+            self._finish()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+ALL = [PopenSystem, HostconsoleSystem, SupervisorSystem, CircusSystem]
+
+
+def crash_env(crash_id: str) -> Dict[str, str]:
+    return {CRASH_VAR: crash_id}
