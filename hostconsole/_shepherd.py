@@ -132,15 +132,13 @@ class Shepherd:
     def _on_reaped(self, pid, status):
         event = None
         with self.lock:
-            prov = self.by_pid.pop(pid, None)
-            for prov in ([prov] if prov is not None else []):
-                if prov.main.pid == pid and prov.status is None:
-                    prov.status = status
-                    prov.popen.returncode = os.waitstatus_to_exitcode(status)
-                    code, sig = _decode(status)
-                    event = {"ev": "exit", "name": prov.name, "pid": pid, "start": prov.main.start,
-                             "exit_code": code, "signal": sig}
-                    break
+            prov = self.by_pid.pop(pid, None)  # an orphan we reaped is nobody's main
+            if prov is not None and prov.status is None:
+                prov.status = status
+                prov.popen.returncode = os.waitstatus_to_exitcode(status)
+                code, sig = _decode(status)
+                event = {"ev": "exit", "name": prov.name, "pid": pid, "start": prov.main.start,
+                         "exit_code": code, "signal": sig}
             self.reaped.notify_all()
             if event is not None:
                 self._send(event)

@@ -299,7 +299,7 @@ class _Watchdog:
         if not self._ready.wait(WATCHDOG_START_TIMEOUT) or self.lost:
             self.close(timeout=1.0)
             last = _statedir.tail(host.host_dir / "watchdog.log", 1).strip()
-            raise HostError(f"the host's watchdog did not start" + (f": {last}" if last else ""))
+            raise HostError("the host's watchdog did not start" + (f": {last}" if last else ""))
 
     @property
     def pid(self):

@@ -14,7 +14,6 @@ Bounded for CI; ``HOSTCONSOLE_SOAK=1`` runs many more and longer sequences.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 
@@ -130,7 +129,7 @@ class HostMachine(RuleBasedStateMachine):
                 if st_ is None or st_.dead:
                     return False
         known = set(records)
-        for ident, m in marked(self.rh.host_id).items():
+        for m in marked(self.rh.host_id).values():
             name = m.get("HOSTCONSOLE_PROVIDER")
             if name is None:
                 continue  # the watchdog

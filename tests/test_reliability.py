@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -135,7 +133,7 @@ def test_state_deleted_while_providers_run(host):
     old = host.run("old", "echo before; sleep 300", shell=True)
     wait_until(lambda: "before" in host.logs("old"), what="output")
     shutil.rmtree(host.host_dir)
-    new = host.run("new", "echo after; sleep 300", shell=True)
+    host.run("new", "echo after; sleep 300", shell=True)
     wait_until(lambda: "after" in host.logs("new"), what="output")
     assert old.state == "running" and alive(old.main)
     wait_until(lambda: (host.host_dir / "host.json").exists(), what="the registry entry to be rewritten")
