@@ -20,7 +20,10 @@ class Channel:
         self._wlock = threading.Lock()
 
     def send(self, msg: dict) -> None:
-        data = json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+        self.send_many([msg])
+
+    def send_many(self, msgs) -> None:
+        data = b"".join(json.dumps(m, separators=(",", ":")).encode() + b"\n" for m in msgs)
         with self._wlock:
             self.sock.sendall(data)
 
