@@ -52,7 +52,7 @@ def _set_subreaper() -> bool:
 class Provider:
     def __init__(self, name, popen, main: ProcId, stop_signal, stop_timeout, requires):
         self.name = name
-        self.popen = popen
+        self.popen = popen  # None for a provider adopted from a watchdog that died
         self.main = main
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
@@ -86,7 +86,14 @@ class Shepherd:
     # --- what belongs to us -------------------------------------------------------------
 
     def _universe(self):
-        tree = _proc.descendants([self.me])
+        # Our subtree, plus the trees of adopted providers (not our children: they were
+        # re-parented elsewhere when their first watchdog died).
+        roots = [self.me]
+        with self.lock:
+            for p in self.providers.values():
+                if p.popen is None:
+                    roots.extend(p.target.members)
+        tree = _proc.descendants(roots)
         tree.pop(self.me, None)
         return tree
 
@@ -99,8 +106,8 @@ class Shepherd:
         deadline = time.monotonic() + wait
         with self.lock:
             prov = self.providers.get(target.name)
-            if prov is None or prov.main != target.main:
-                return None, None
+            if prov is None or prov.main != target.main or prov.popen is None:
+                return None, None  # (an adopted provider's exit status is not ours to know)
             while prov.status is None and time.monotonic() < deadline:
                 self.reaped.wait(deadline - time.monotonic())
             return _decode(prov.status)
@@ -158,12 +165,30 @@ class Shepherd:
         (double fork, setsid, cleared environment) is already known to be the provider's."""
         while not self._finished.wait(TRACK_INTERVAL):
             with self.lock:
-                targets = [p.target for p in self.providers.values() if p.status is None or p.target.members]
+                targets = [p.target for p in self.providers.values()
+                           if (p.status is None or p.target.members)]
             if targets:
                 try:
                     self.find(targets)
                 except Exception as e:  # never let tracking kill the watchdog
                     print(f"hostconsole watchdog: tracking failed: {e!r}", flush=True)
+            self._check_adopted()
+
+    def _check_adopted(self):
+        """Adopted providers are not our children: notice their end by looking."""
+        events = []
+        with self.lock:
+            for p in self.providers.values():
+                if p.popen is None and p.status is None and not _proc.alive(p.main):
+                    p.status = -1
+                    events.append({"ev": "exit", "name": p.name, "pid": p.main.pid, "start": p.main.start,
+                                   "exit_code": None, "signal": None, "unknown": True})
+            self.reaped.notify_all()
+            if events:
+                try:
+                    self.ch.send_many(events)
+                except OSError:
+                    pass
 
     def log_guard(self):
         """Keep every log under its cap: past it, keep its last cap bytes as NAME.log.1 and
@@ -287,6 +312,8 @@ class Shepherd:
                 except RuntimeError:  # no thread to spare (a process limit): stop from here
                     self._stop_request(rid, msg)
                 return
+            elif op == "adopt":
+                reply = self.adopt(msg)
             elif op == "tree":
                 reply = self.trees(msg.get("names"))
             elif op == "ping":
@@ -341,6 +368,20 @@ class Shepherd:
         finally:
             log.close()
         self.child_event.set()
+
+    def adopt(self, msg):
+        """Guard a running provider that another watchdog (now dead) spawned."""
+        main = ProcId(msg["pid"], msg["start"])
+        if not _proc.alive(main):
+            raise ValueError(f"provider {msg['name']!r} (pid {main.pid}) is not running")
+        prov = Provider(msg["name"], None, main, msg["stop_signal"], msg["stop_timeout"], msg.get("requires", ()))
+        for pid, start in msg.get("members", ()):
+            prov.target.members[pid] = ProcId(pid, start)
+        with self.lock:
+            self.providers[prov.name] = prov
+            if msg.get("log") and msg.get("log_max"):
+                self.logs[msg["log"]] = int(msg["log_max"])
+        return {"adopted": prov.name}
 
     def trees(self, names):
         with self.lock:

@@ -50,6 +50,7 @@ ACTIVE = frozenset({"starting", "running", "restarting", "stopping"})
 DEFAULT_STOP_TIMEOUT = 5.0
 DEFAULT_READY_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 30.0
+REARM_LIMIT, REARM_WINDOW = 3, 60.0  # new watchdogs after a loss, at most this many a minute
 REGISTRY_COALESCE = 0.05
 WATCHDOG_START_TIMEOUT = 30.0
 CONTROL_SOCKET = "control.sock"
@@ -443,6 +444,7 @@ class Host:
         self.started = False
         self.last_reap = None  # what start() reaped
         self._dirty = threading.Event()
+        self._rearms: List[float] = []
         self._registry_writer_alive = False
         self._save_warned = False
 
@@ -960,6 +962,8 @@ class Host:
             if prov is None or prov.main != ProcId(msg["pid"], msg["start"]):
                 return
             prov.exit_code, prov.signal = msg["exit_code"], msg["signal"]
+            if msg.get("unknown"):
+                prov.error = "ended while guarded by a replacement watchdog: its exit status is unknown"
             if prov.state in ("starting", "running"):
                 ok = prov.exit_code == 0
                 if prov.oneshot and ok:
@@ -1028,12 +1032,64 @@ class Host:
             if self._watchdog is wd and self.started and self._shutdown_op is None:
                 self._watchdog_lost = True
                 self._save()
+                now = time.monotonic()
+                self._rearms = [t for t in self._rearms if now - t < REARM_WINDOW]
+                rearm = len(self._rearms) < REARM_LIMIT
+                if rearm:
+                    self._rearms.append(now)
                 print(
-                    f"hostconsole: host {self.host_id}: its watchdog (pid {wd.pid}) is gone; providers keep "
-                    f"running and will be stopped by this host's shutdown, or by the next reap",
+                    f"hostconsole: host {self.host_id}: its watchdog (pid {wd.pid}) is gone; "
+                    + ("starting a new one to take over the running providers" if rearm else
+                       f"not restarting it again ({REARM_LIMIT} times within {REARM_WINDOW:g}s); providers "
+                       f"keep running and are stopped by this host's shutdown, or by the next reap"),
                     file=sys.stderr,
                 )
+                if rearm:
+                    _start_thread(self._rearm, wd, name="hostconsole-rearm")
             self._changed.notify_all()
+
+    def _rearm(self, lost: _Watchdog):
+        """A new watchdog for a host whose watchdog died, adopting its running providers:
+        crash safety comes back without a restart.  Their trees are found by marker, as
+        the old watchdog's tracking went with it."""
+        with self._lock:
+            if self._watchdog is not lost or not self.started or self._shutdown_op is not None:
+                return  # shut down meanwhile
+        try:
+            wd = _Watchdog(self)
+        except Exception as e:
+            if self.started:
+                print(f"hostconsole: host {self.host_id}: no new watchdog: {e}", file=sys.stderr)
+            return
+        with self._lock:
+            if self._watchdog is not lost or not self.started or self._shutdown_op is not None:
+                wd.close(timeout=2.0)
+                return
+            provs = [p for p in self._providers.values()
+                     if p.main is not None and p.state in ACTIVE and p._stopping is None]
+        targets = [self._target(p) for p in provs]
+        Finder(self.host_id or "", user_universe).find(targets)
+        adopted = 0
+        for p, t in zip(provs, targets):
+            try:
+                reply = wd.request("adopt", name=p.name, pid=p.main.pid, start=p.main.start,
+                                   stop_signal=p.stop_signal, stop_timeout=p.stop_timeout,
+                                   requires=list(p.requires), members=[list(i) for i in t.members.values()],
+                                   log=str(p.log_path) if p.log_path else None, log_max=self.log_max_bytes)
+                adopted += "adopted" in reply
+            except (_WatchdogLost, HostError):
+                return  # that one died too: its own loss handler takes it from here
+        with self._lock:
+            if self._watchdog is lost:
+                self._watchdog = wd
+                self._watchdog_lost = False
+                self._save()
+                self._changed.notify_all()
+            else:
+                wd.close(timeout=2.0)
+                return
+        print(f"hostconsole: host {self.host_id}: new watchdog (pid {wd.pid}) took over {adopted} provider(s)",
+              file=sys.stderr)
 
     def _request(self, op, **fields) -> dict:
         wd = self._watchdog

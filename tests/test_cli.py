@@ -84,6 +84,7 @@ def test_dead_hosts_are_shown_as_dead_and_reaped(state_dir, tmp_path):
     from hostconsole import registry
 
     wait_until(lambda: "orphan" in registry.read(state_dir / "hosts" / host_id).providers, what="registry entry")
+    os.kill(owner.proc.pid, signal.SIGSTOP)  # a double fault: frozen, the owner cannot replace its watchdog
     os.kill(owner.watchdog, signal.SIGKILL)  # double fault: nobody stops the orphan
     owner.kill()
     h = ps_json(state_dir)[host_id]

@@ -88,27 +88,66 @@ def test_watchdog_survives_reporting_an_exit_to_its_dead_owner(state_dir, tmp_pa
     assert {o["name"]: o["outcome"] for o in report["outcomes"]} == {"quick": "exited", "slow": "killed"}
 
 
-def test_watchdog_killed_while_host_lives(host, tmp_path):
+def test_watchdog_killed_while_host_lives_is_replaced(host, tmp_path):
+    p = host.run("survivor", "sleep 300 & setsid sleep 300 & wait", shell=True)
+    old = host.status()["watchdog_pid"]
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: host.status()["watchdog_alive"] and host.status()["watchdog_pid"] != old,
+               what="a new watchdog")
+    assert alive(p.main) and host.ps()["survivor"]["state"] == "running"  # not killed with it
+    assert host.ps()["survivor"]["nprocs"] == 3 and not host.ps().notes
+    wait_until(lambda: registry.read(host.host_dir).watchdog.pid == host.status()["watchdog_pid"],
+               what="the registry to name the new watchdog")
+    assert host.run("new", ["sleep", "300"]).state == "running"  # usable again
+    report = host.purge()
+    assert report["survivor"]["outcome"] == "exited" and report["new"]["outcome"] == "exited"
+    assert not alive(p.main)
+
+
+def test_a_replacement_watchdog_keeps_the_crash_promise(state_dir, tmp_path):
+    """Kill the watchdog, let the host replace it, then SIGKILL the owner: the new
+    watchdog stops the adopted trees (escapees included) just as the first would have."""
+    from remote_host import RemoteHost
+
+    rh = RemoteHost(state_dir)
+    rh.call("run", "tree", "sleep 300 & setsid sleep 300 & wait", shell=True)
+    rh.call("run", "plain", ["sleep", "300"])
+    wait_until(lambda: len([m for m in marked(rh.host_id).values() if m.get("HOSTCONSOLE_PROVIDER")]) == 4,
+               what="4 provider processes")
+    os.kill(rh.watchdog, signal.SIGKILL)
+    wait_until(lambda: rh.call("status")["watchdog_alive"] and rh.call("status")["watchdog_pid"] != rh.watchdog,
+               what="a new watchdog")
+    pids_before = {r["name"]: r["pid"] for r in rh.call("ps")}
+    assert all(pids_before.values())
+    rh.kill()
+    wait_until(lambda: not marked(rh.host_id), timeout=5, interval=0.01, what="every adopted process to be gone")
+
+
+def test_watchdog_replacements_are_limited(host):
+    """A watchdog that keeps dying is not replaced for ever: the host says so in ps."""
     p = host.run("survivor", ["sleep", "300"])
-    wd = host.status()["watchdog_pid"]
-    os.kill(wd, signal.SIGKILL)
-    wait_until(lambda: not host.status()["watchdog_alive"], what="host to notice its watchdog died")
-    table = host.ps()
-    assert any("watchdog died" in n for n in table.notes)
-    assert "watchdog died" in repr(table)
-    assert table["survivor"]["state"] == "running" and alive(p.pid)  # not killed with it
+    from hostconsole.host import REARM_LIMIT
+
+    for _ in range(REARM_LIMIT):
+        old = host.status()["watchdog_pid"]
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: host.status()["watchdog_alive"] and host.status()["watchdog_pid"] != old,
+                   what="a new watchdog")
+    os.kill(host.status()["watchdog_pid"], signal.SIGKILL)  # one too many
+    wait_until(lambda: not host.status()["watchdog_alive"], what="the host to notice")
+    time.sleep(0.5)  # long enough for a replacement to come up, were one coming
+    assert not host.status()["watchdog_alive"]
+    assert any("watchdog died" in n for n in host.ps().notes)
     with pytest.raises(hostconsole.HostError, match="watchdog is gone"):
         host.run("new", ["sleep", "300"])
-    wait_until(lambda: registry.read(host.host_dir).data["watchdog_alive"] is False, what="the registry to say so")
-    # The host's own stop path still works without it.
-    report = host.purge()
-    assert report["survivor"]["outcome"] == "exited"
+    assert host.purge()["survivor"]["outcome"] == "exited"  # its own stop path still works
     assert not alive(p.main)
 
 
 def test_double_fault_leftovers_are_reaped_by_the_next_start(state_dir, tmp_path):
     info = start_owner(state_dir, tmp_path)
     host_id = info["host"]
+    os.kill(info["proc"].pid, signal.SIGSTOP)  # a double fault: frozen, the owner cannot replace its watchdog
     os.kill(info["watchdog"], signal.SIGKILL)
     wait_until(lambda: not alive(info["watchdog"]), what="watchdog dead")
     info["proc"].kill()

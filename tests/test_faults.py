@@ -110,9 +110,11 @@ class HostMachine(RuleBasedStateMachine):
     @precondition(lambda self: not self.watchdog_killed)
     @rule()
     def kill_the_watchdog(self):
-        os.kill(self.rh.watchdog, signal.SIGKILL)
+        old = self.rh.call("status")["watchdog_pid"]
+        os.kill(old, signal.SIGKILL)
         self.watchdog_killed = True
-        wait_until(lambda: not self.rh.call("status")["watchdog_alive"], what="host to notice")
+        wait_until(lambda: self.rh.call("status")["watchdog_pid"] != old and self.rh.call("status")["watchdog_alive"],
+                   what="a replacement watchdog")
 
     # --- invariants -----------------------------------------------------------------------
 

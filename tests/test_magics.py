@@ -201,6 +201,7 @@ def test_reap_finds_and_stops_leftovers_of_a_dead_host(ip, state_dir, tmp_path):
     from test_crash import start_owner, tree_pids
 
     info = start_owner(state_dir, tmp_path)
+    os.kill(info["proc"].pid, signal.SIGSTOP)  # a double fault: frozen, the owner cannot replace its watchdog
     os.kill(info["watchdog"], signal.SIGKILL)  # the double fault: nothing left to clean up
     wait_until(lambda: not alive(info["watchdog"]), what="watchdog dead")
     info["proc"].kill()
@@ -223,6 +224,7 @@ def test_start_says_what_it_reaped(ip, state_dir, tmp_path, capsys):
     from test_crash import start_owner
 
     info = start_owner(state_dir, tmp_path)
+    os.kill(info["proc"].pid, signal.SIGSTOP)  # a double fault: frozen, the owner cannot replace its watchdog
     os.kill(info["watchdog"], signal.SIGKILL)
     wait_until(lambda: not alive(info["watchdog"]), what="watchdog dead")
     info["proc"].kill()

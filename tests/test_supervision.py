@@ -335,6 +335,7 @@ def test_a_port_held_by_a_leftover_of_a_dead_host_suggests_reap(host, state_dir,
     port = free_port()
     owner = Owner(state_dir, tmp_path, f"h.run('web', {web(port)!r})")
     wait_until(lambda: _ready.port_open(port), what="the other host's server")
+    os.kill(owner.proc.pid, signal.SIGSTOP)  # a double fault: frozen, the owner cannot replace its watchdog
     os.kill(owner.watchdog, signal.SIGKILL)  # double fault: nothing will stop it by itself
     wait_until(lambda: not alive(owner.watchdog), what="watchdog gone")
     owner.kill()
