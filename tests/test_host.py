@@ -186,8 +186,9 @@ def test_stopping_a_provider_stops_its_dependents_first(host):
 
 def test_twenty_sigterm_ignorers_purge_in_parallel(host):
     for i in range(20):
-        host.run(f"stubborn{i}", "trap '' TERM; sleep 300 & wait", shell=True, stop_timeout=1)
-    time.sleep(0.2)
+        host.run(f"stubborn{i}", "trap '' TERM; echo ready; sleep 300 & wait", shell=True, stop_timeout=1)
+    for i in range(20):  # the trap is in place once it says so
+        wait_until(lambda: "ready" in host.logs(f"stubborn{i}"), what="traps installed")
     t0 = time.monotonic()
     report = host.purge()
     elapsed = time.monotonic() - t0
@@ -199,8 +200,8 @@ def test_twenty_sigterm_ignorers_purge_in_parallel(host):
 
 def test_concurrent_purges_share_one_purge(host):
     for i in range(3):
-        host.run(f"s{i}", "trap '' TERM; sleep 300 & wait", shell=True, stop_timeout=0.5)
-    time.sleep(0.1)
+        host.run(f"s{i}", "trap '' TERM; echo ready; sleep 300 & wait", shell=True, stop_timeout=0.5)
+        wait_until(lambda: "ready" in host.logs(f"s{i}"), what="trap installed")
     results, errors = [], []
 
     def call():
@@ -224,8 +225,8 @@ def test_concurrent_purges_share_one_purge(host):
 
 
 def test_purge_from_a_signal_handler_during_a_purge(host):
-    host.run("slow", "trap '' TERM; sleep 300 & wait", shell=True, stop_timeout=1)
-    time.sleep(0.1)
+    host.run("slow", "trap '' TERM; echo ready; sleep 300 & wait", shell=True, stop_timeout=1)
+    wait_until(lambda: "ready" in host.logs("slow"), what="trap installed")
     from_handler = []
 
     def handler(signum, frame):
@@ -297,10 +298,10 @@ def test_escalation_follows_the_clock_not_the_wall(tmp_path):
 
     from hostconsole._stop import Finder, Target, stop_levels, user_universe
 
-    proc = subprocess.Popen(["bash", "-c", "trap '' TERM; while :; do sleep 0.05; done"], start_new_session=True)
+    proc = subprocess.Popen(["bash", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
+                            start_new_session=True, stdout=subprocess.PIPE)
     try:
-        wait_until(lambda: _proc.stat(proc.pid) and b"sleep" in open(f"/proc/{proc.pid}/task/{proc.pid}/children", "rb").read() or True)
-        time.sleep(0.1)
+        assert proc.stdout.readline() == b"ready\n"  # the trap is in place
         now = [0.0]
 
         def fake_sleep(s):
