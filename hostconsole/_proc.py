@@ -149,6 +149,23 @@ else:  # macOS and other POSIX: psutil supplies what /proc would.
             return False
 
 
+if LINUX:
+    _TICKS = os.sysconf("SC_CLK_TCK")
+
+    def now_stamp() -> int:
+        """Now, in the units of ``ProcId.start`` (clock ticks since boot)."""
+        import time
+
+        return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS)
+
+else:
+
+    def now_stamp() -> int:
+        import time
+
+        return int(time.time() * 1e6)
+
+
 def identity(pid: int) -> Optional[ProcId]:
     st = stat(pid)
     return None if st is None else st.ident

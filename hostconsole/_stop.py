@@ -189,6 +189,7 @@ def stop_levels(
 
 def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Outcome]:
     t0 = clock()
+    began = _proc.now_stamp()
     # Find first, then signal: what was found is exactly what got the signal, so anything
     # seen later is known to be new.  (Signalling the groups before the walk saves ~3 ms
     # for 50 trees, but a child forked in between was then taken for signalled.)
@@ -233,13 +234,18 @@ def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Out
                 signal_tree(t, signal.SIGKILL, table)
                 pause = POLL_MIN  # SIGKILL acts at once: look again soon, not in 50 ms
             else:
-                # A member seen only now (forked since, or caught mid-way while being
-                # re-parented to the subreaper) gets the stop signal too, not just the
-                # SIGKILL at the deadline.
+                # A member seen only now that was there when the stop began (caught
+                # mid-way while being re-parented to the subreaper, say) gets the stop
+                # signal too, not just the SIGKILL at the deadline.  What the provider
+                # starts after that -- its stop handler's own helpers -- is left to finish,
+                # as systemd does: only the deadline's SIGKILL reaches it.
                 for ident in set(t.members.values()) - signalled[key]:
-                    _proc.send(ident, t.stop_signal)
-                    if t.stop_signal != signal.SIGKILL:
-                        _proc.send(ident, signal.SIGCONT)
+                    # Strictly earlier: start times count in clock ticks (10 ms), and a
+                    # helper forked in the very tick the stop began is the handler's.
+                    if ident.start < began:
+                        _proc.send(ident, t.stop_signal)
+                        if t.stop_signal != signal.SIGKILL:
+                            _proc.send(ident, signal.SIGCONT)
                     signalled[key].add(ident)
     out = []
     for t in targets:
