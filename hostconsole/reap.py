@@ -131,10 +131,21 @@ def reap(dry_run: bool = False, state_dir: Union[str, os.PathLike, None] = None,
                     timeout = min(float(p.get("stop_timeout", DEFAULT_TIMEOUT)), DEFAULT_TIMEOUT)
                 except (TypeError, ValueError):
                     sig, timeout = signal.SIGTERM, DEFAULT_TIMEOUT
-                t = Target(name or "(watchdog)", main if main in procs else None,
-                           p.get("pgid") if main in procs else None, sig, timeout,
-                           members={ident.pid: ident for ident, m in procs.items()
-                                    if m.get("HOSTCONSOLE_PROVIDER", "") == name},
+                members = {ident.pid: ident for ident, m in procs.items()
+                           if m.get("HOSTCONSOLE_PROVIDER", "") == name}
+                pgid = p.get("pgid") if main in procs else None
+                if main not in procs:
+                    # Not (yet) in the registry: a provider's main process leads its own
+                    # process group, so find it among the marked processes themselves --
+                    # the group must get the stop signal at once, not member by member
+                    # (a shell whose child dies first may end before its trap can run).
+                    main = None
+                    for ident in members.values():
+                        st = _proc.stat(ident.pid)
+                        if st is not None and st.start == ident.start and st.pgid == ident.pid:
+                            main, pgid = ident, ident.pid
+                            break
+                t = Target(name or "(watchdog)", main, pgid, sig, timeout, members=members,
                            host_id=hid, marker=name)
                 levels[i].append(t)
                 targets.append(t)

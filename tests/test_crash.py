@@ -167,6 +167,7 @@ def test_double_fault_leftovers_are_reaped_by_the_next_start(state_dir, tmp_path
         assert h.last_reap.found == len(survivors)
         assert {r["name"] for r in h.last_reap} == {"plain0", "escape0", "stubborn0"}
         assert not marked(host_id)
+        assert (tmp_path / "plain0.term").exists(), repr(h.last_reap.records)
         assert (tmp_path / "plain0.term").read_text().strip() == "TERM"  # gracefully first
         assert host_id in h.last_reap.removed
         assert not (state_dir / "hosts" / host_id).exists()
@@ -275,3 +276,27 @@ def test_registry_entry_describes_the_live_host(host):
     wait_until(lambda: registry.read(host.host_dir).providers["db"]["state"] == "stopped", timeout=5,
                what="the registry to show the stop")
     assert time.monotonic() - t0 < 1.0  # rewritten off the stop's path, but promptly
+
+
+def test_reap_stops_an_unregistered_leftover_gracefully(state_dir, tmp_path):
+    """Regression: a leftover missing from its dead host's registry entry (written a moment
+    after each start) was signalled member by member; its shell saw its child die first and
+    ended before running its TERM trap.  Its process group now gets the signal at once."""
+    done = tmp_path / "trap-ran"
+    owner = Owner(state_dir, tmp_path, f"""
+        h.run('svc', "trap 'echo TERM > {done}; exit 0' TERM; echo ready; sleep 300 & wait", shell=True)
+        while 'ready' not in h.logs('svc'):
+            time.sleep(0.01)
+    """)
+    os.kill(owner.proc.pid, signal.SIGSTOP)  # a double fault: frozen, the owner cannot replace its watchdog
+    os.kill(owner.watchdog, signal.SIGKILL)
+    wait_until(lambda: not alive(owner.watchdog), what="watchdog dead")
+    owner.kill()
+    entry = state_dir / "hosts" / owner.host_id / "host.json"
+    data = json.loads(entry.read_text())
+    data["providers"] = {}  # as if the host died before writing it
+    registry.write_atomic(entry, data)
+    report = hostconsole.reap(state_dir=state_dir)
+    assert [r["name"] for r in report] == ["svc"] and report["svc"]["outcome"] == "exited"
+    assert done.read_text().strip() == "TERM"
+    assert not marked(owner.host_id)
