@@ -488,6 +488,9 @@ def rotate_log(path: str, cap: int) -> None:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - cap))
         data = f.read(cap)
+    # Truncate at once: what a provider writes between our read and the truncate is lost
+    # (copytruncate's price), so keep that window to two system calls.
+    os.truncate(path, 0)
     nl = data.find(b"\n")
     if 0 <= nl < len(data) - 1:
         data = data[nl + 1:]  # start the kept part at a whole line
@@ -497,7 +500,6 @@ def rotate_log(path: str, cap: int) -> None:
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     os.replace(tmp, old)
-    os.truncate(path, 0)
 
 
 def _decode(status):
