@@ -488,7 +488,8 @@ class Host:
             _live_hosts.add(self)
             self._write_registry()  # at once: from now on the host is findable
             self._dirty.clear()
-            self._registry_writer_alive = _start_thread(self._registry_writer, name="hostconsole-registry")
+            self._registry_writer_alive = _start_thread(self._registry_writer, self.host_id,
+                                                        name="hostconsole-registry")
         return self
 
     def __enter__(self):
@@ -894,10 +895,12 @@ class Host:
         else:
             self._write_registry()
 
-    def _registry_writer(self):
+    def _registry_writer(self, host_id: str):
+        # Tied to the start that made it: a host shut down and started again (a reload of
+        # the extension) has a new writer, and this one must not write beside it.
         while True:
             self._dirty.wait()
-            if not self.started:
+            if not self.started or self.host_id != host_id:
                 return
             time.sleep(REGISTRY_COALESCE)  # one write for a burst of changes
             self._dirty.clear()

@@ -16,8 +16,10 @@ warning.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +30,13 @@ from ._proc import ProcId
 
 VERSION = 1
 HOST_FILE = "host.json"
+_seq = itertools.count()
 
 
 def write_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A temp name of its own per write: two writers (threads of one process) sharing one
+    # would write into the same inode, and a reader could find the entry torn.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.{next(_seq)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
