@@ -1,5 +1,5 @@
 """hostconsole benchmarks: hostconsole side by side with raw ``subprocess.Popen``,
-supervisord and circus, measured in one run.
+supervisord, circus and pm2, measured in one run.
 
     python -m benchmarks                      # full default run (a few minutes)
     python -m benchmarks --quick              # smoke test (well under a minute)
@@ -8,7 +8,8 @@ supervisord and circus, measured in one run.
 
 Every figure is also given as a ratio to a raw-``Popen`` baseline measured in the same run:
 machines are noisy, ratios are what count.  supervisord and circus run when they are
-installed (``pip install supervisor circus``); without them their columns are skipped.
+installed (``pip install supervisor circus``); pm2 when ``npm`` is there to install it into
+``benchmarks/.node/`` (git-ignored; once, then reused); without them their columns are skipped.
 
 Every process a benchmark starts carries ``HCBENCH_TAG=<this run's token>`` in its
 environment and is stopped by pid (identity-checked), and verified gone, before the next

@@ -32,9 +32,17 @@ timeout; startAllProcesses / stopAllProcesses over its unix-socket XML-RPC (what
 circus: one watcher per program (autostart=false, graceful_timeout = the stop timeout),
 `start NAME --waiting` per watcher (circus's `start` without a name starts only autostart
 watchers), `stop --waiting` for all, over its ipc:// endpoint with circus's own client.
+pm2 (pinned, installed by the benchmark with npm into benchmarks/.node/, its own PM2_HOME in
+the temp dir): one fork-mode app per program in an ecosystem.config.js (interpreter none,
+autorestart false, kill_timeout = the stop timeout), the daemon's kill signal set to SIGTERM
+(PM2_KILL_SIGNAL; pm2's default is SIGINT), otherwise pm2's defaults (two actions at a time,
+treekill, a stopped program's exit polled every 100 ms); `pm2 start ecosystem.config.js` /
+`pm2 stop all` through pm2's programmatic API (what its CLI calls) from one long-lived node
+client fed over a pipe, with the daemon launched before timing: neither node's start-up nor
+the daemon's is counted (each `pm2` CLI command would add node's start-up and pm2's loading).
 Stop figures run until every main process is gone (polled every 1 ms after the call returns).
 Crash: the owner (a separate process holding the Host, or the Popen loop, or supervisord /
-circusd) is SIGKILLed; the trees are `bash -c 'sleep 300 & setsid sleep 300 & wait'`
+circusd / pm2's God daemon) is SIGKILLed; the trees are `bash -c 'sleep 300 & setsid sleep 300 & wait'`
 (3 processes each); marked processes (HOSTCONSOLE_HOST=<id>, which includes the watchdog)
 are polled every 0.5 ms; survivors are counted by a full /proc rescan 2 s after the kill and
 then killed by pid. ps: the Popen column is psutil gathering the same figures (cpu %, rss,
@@ -71,7 +79,7 @@ def parse_n(values, names):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="hostconsole side by side with raw Popen, supervisord and circus, in one run.",
+        description="hostconsole side by side with raw Popen, supervisord, circus and pm2, in one run.",
         epilog="scenarios and default N: " + ", ".join(f"{s}={DEFAULT_N[s]}" for s in SCENARIOS)
         + ". " + "; ".join(f"{k}: N = {v}" for k, v in N_MEANING.items()) + ".")
     ap.add_argument("--n", action="append", metavar="N|SCENARIO=N",
@@ -80,7 +88,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", metavar="SCENARIO",
                     help="run only these scenarios (repeatable, comma-separated): " + ", ".join(SCENARIOS))
     ap.add_argument("--quick", action="store_true", help="tiny N and 1 repetition: a smoke test")
-    ap.add_argument("--no-peers", action="store_true", help="leave supervisord and circus out")
+    ap.add_argument("--no-peers", action="store_true", help="leave supervisord, circus and pm2 out")
     ap.add_argument("--markdown", metavar="PATH", help="also write the results as markdown to PATH")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="keep the environment's PYTHONDONTWRITEBYTECODE for the interpreters we start "
@@ -129,9 +137,10 @@ def main(argv=None) -> int:
     results = Results()
     systems, skipped = [], []
     for cls in ALL:
-        why = cls.available()
-        if args.no_peers and cls.name in ("supervisor", "circus"):
-            why = "left out (--no-peers)"
+        if args.no_peers and cls.name not in ("popen", "hostconsole"):
+            why = "left out (--no-peers)"  # before available(): pm2's may run npm
+        else:
+            why = cls.available()
         if why is None:
             systems.append(cls)
         else:

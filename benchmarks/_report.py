@@ -70,6 +70,7 @@ def versions(ctx: Ctx) -> str:
             out.append(f"{pkg} {version(pkg)}")
         except PackageNotFoundError:
             out.append(f"{pkg} (not installed)")
+    out += [cls(ctx.tmp).version() for cls in ctx.systems if cls.name == "pm2"]  # not a Python package
     return ", ".join(out)
 
 

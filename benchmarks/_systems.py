@@ -10,12 +10,15 @@
 Peers are driven through their own control interfaces on unix sockets (supervisord's
 XML-RPC, the transport ``supervisorctl`` uses; circus's ZeroMQ ``ipc://`` endpoint, the
 client ``circusctl`` uses), in-process, so that a client interpreter's start-up is not
-counted against them.
+counted against them.  pm2's client is JavaScript: a long-lived node process (``_pm2.js``)
+holds pm2's programmatic API, the one its CLI calls, and takes requests over a pipe.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -31,7 +34,10 @@ from ._common import (
     alive,
     ident,
     kill_all,
+    log,
     scan,
+    send,
+    stat,
     stop_child,
     wait_gone,
     wait_until,
@@ -475,7 +481,199 @@ class CircusSystem(System):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-ALL = [PopenSystem, HostconsoleSystem, SupervisorSystem, CircusSystem]
+# --- pm2 -------------------------------------------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NODE_DIR = os.path.join(HERE, ".node")  # git-ignored: npm installs pm2 here, once
+PM2_VERSION = "7.0.4"  # pinned: a cached install is reused only if it is this version
+NPM_TIMEOUT = 300.0
+
+
+def _pm2_package() -> str:
+    return os.path.join(NODE_DIR, f"pm2-{PM2_VERSION}", "node_modules", "pm2")
+
+
+def _install_pm2() -> Optional[str]:
+    """``npm install pm2`` into benchmarks/.node (never globally); None, or why it failed.
+
+    npm installs into a fresh directory that is then renamed into place, so that a run
+    never sees a half-done install, nor two runs one another's."""
+    os.makedirs(NODE_DIR, exist_ok=True)
+    work = tempfile.mkdtemp(prefix=f".pm2-{PM2_VERSION}-", dir=NODE_DIR)
+    log(f"installing pm2 {PM2_VERSION} with npm into {NODE_DIR}")
+    try:
+        try:
+            r = subprocess.run(["npm", "install", "--prefix", work, "--no-save", "--no-audit", "--no-fund",
+                                "--no-update-notifier", "--ignore-scripts", "--loglevel=error",
+                                "--fetch-retries=1", f"pm2@{PM2_VERSION}"],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               timeout=NPM_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            return f"`npm install pm2@{PM2_VERSION}` took over {NPM_TIMEOUT:g} s"
+        if r.returncode != 0:
+            first = (r.stdout.decode(errors="replace").strip().splitlines() or ["?"])[0]  # npm error code E...
+            return f"`npm install pm2@{PM2_VERSION}` failed ({r.returncode}): {first}"
+        try:
+            os.rename(work, os.path.dirname(os.path.dirname(_pm2_package())))
+        except OSError as e:
+            if not os.path.exists(_pm2_package()):  # else another run installed it first
+                return f"could not move the npm install into place: {e}"
+        return None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class PM2System(System):
+    """pm2 in fork mode: one app per program (interpreter "none": the argv itself is
+    spawned), autorestart off, kill_timeout = the stop timeout; the daemon's kill signal set
+    to SIGTERM (PM2_KILL_SIGNAL; pm2's default is SIGINT) so that programs see what the
+    other systems send.  Everything else is pm2's default, as a user gets it: two actions
+    at a time (PM2_CONCURRENT_ACTIONS), a stop polls for the exit every 100 ms, and
+    treekill looks for the program's children with ``ps`` before signalling."""
+
+    name = "pm2"
+    label = "pm2"
+
+    @staticmethod
+    def available():
+        if shutil.which("npm") is None or shutil.which("node") is None:
+            return "npm not found (the benchmark installs pm2 with npm into benchmarks/.node/)"
+        if os.path.exists(os.path.join(_pm2_package(), "package.json")):
+            return None
+        return _install_pm2()
+
+    def version(self):
+        with open(os.path.join(_pm2_package(), "package.json")) as f:
+            v = json.load(f)["version"]
+        node = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+        return f"pm2 {v} (node {node})"
+
+    def open(self, programs):
+        super().open(programs)
+        self.dir = tempfile.mkdtemp(prefix="pm2-", dir=self.tmp)
+        self.home = os.path.join(self.dir, "home")  # this run's own daemon, never ~/.pm2's
+        apps = []
+        for p in self.programs:
+            argv = _abs_argv(p.argv)
+            app = {"name": p.name, "script": argv[0], "args": argv[1:], "interpreter": "none",
+                   "exec_mode": "fork", "autorestart": False, "kill_timeout": round(p.stop_timeout * 1000)}
+            if p.env:
+                app["env"] = dict(p.env)
+            apps.append(app)
+        self.conf = os.path.join(self.dir, "ecosystem.config.js")
+        with open(self.conf, "w") as f:
+            f.write("module.exports = " + json.dumps({"apps": apps}, indent=1) + ";\n")
+        self.out = open(os.path.join(self.dir, "client.log"), "wb")
+        self.god: Optional[Ident] = None
+        self.buf = b""
+        r, w = os.pipe()
+        try:
+            self.client = subprocess.Popen(
+                ["node", os.path.join(HERE, "_pm2.js"), _pm2_package(), str(w)], pass_fds=(w,),
+                env=dict(os.environ, PM2_HOME=self.home, PM2_KILL_SIGNAL="SIGTERM"), cwd=self.dir,
+                start_new_session=True, stdin=subprocess.PIPE, stdout=self.out, stderr=subprocess.STDOUT)
+        except BaseException:
+            os.close(r)
+            raise
+        finally:
+            os.close(w)
+        self.replies = r
+        try:
+            self._reply("connect", DAEMON_START_TIMEOUT)  # the client launches the daemon
+            with open(os.path.join(self.home, "pm2.pid")) as f:
+                self.god = ident(int(f.read()))
+            if self.god is None:
+                raise RuntimeError(f"pm2's daemon is not running; see {self.dir}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, op: str, arg=None, timeout: float = RPC_TIMEOUT):
+        self.client.stdin.write(json.dumps({"op": op, "arg": arg}).encode() + b"\n")
+        self.client.stdin.flush()
+        return self._reply(op, timeout)
+
+    def _reply(self, op: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.replies], [], [], left)[0]:
+                raise TimeoutError(f"pm2 {op}: no answer within {timeout:g} s")
+            chunk = os.read(self.replies, 65536)
+            if not chunk:
+                raise RuntimeError(f"pm2 {op}: the node client exited ({self.client.wait(10)}); see {self.dir}")
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        msg = json.loads(line)
+        if not msg["ok"]:
+            raise RuntimeError(f"pm2 {op}: {msg['error']}")
+        return msg["value"]
+
+    @property
+    def daemon_pid(self):
+        return self.god.pid
+
+    def start_all(self):
+        started = self._call("start", self.conf)
+        if started != len(self.programs):
+            raise RuntimeError(f"pm2 launched {started} of {len(self.programs)} programs; see {self.dir}")
+
+    def pids(self):
+        out = []
+        for info in self._call("list"):
+            if info["pid"]:
+                i = ident(info["pid"])
+                if i is not None:
+                    out.append(i)
+        return out
+
+    def stop_all(self):
+        self._call("stop", "all")
+
+    def kill_supervisor(self):
+        send(self.god, signal.SIGKILL)
+        if wait_gone([self.god], 10.0)[1]:
+            raise RuntimeError(f"pm2's daemon {self.god.pid} survived SIGKILL")
+
+    def _reaped(self) -> bool:
+        st = stat(self.god.pid)
+        return st is None or st[3] != self.god.start
+
+    def close(self):
+        """`pm2 kill` against this run's PM2_HOME if its daemon is up; then whatever carries
+        that PM2_HOME (pm2 puts it in every program's environment) must be gone."""
+        try:
+            if self.god is not None and alive(self.god):
+                try:
+                    self.remember()
+                    self._call("kill")
+                except Exception:
+                    pass
+                wait_gone([self.god], 10.0)
+            if self.god is not None:
+                # The daemon is the node client's child: the client must reap it before it
+                # exits, or it lingers as a zombie of init.
+                try:
+                    wait_until(self._reaped, 5.0, 0.005, "pm2's daemon to be reaped")
+                except TimeoutError:
+                    pass
+        finally:
+            try:
+                self.client.stdin.close()
+                self.client.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                stop_child(self.client, signal.SIGKILL)
+            os.close(self.replies)
+            self.out.close()
+            _, left = wait_gone(([self.god] if self.god else []) + scan("PM2_HOME", self.home), 10.0, 0.005)
+            left = kill_all(left)
+            self._finish()
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if left:
+            raise RuntimeError(f"pm2: processes {[i.pid for i in left]} of {self.home} would not die")
+
+
+ALL = [PopenSystem, HostconsoleSystem, SupervisorSystem, CircusSystem, PM2System]
 
 
 def crash_env(crash_id: str) -> Dict[str, str]:
