@@ -201,6 +201,6 @@ def count_crash_tree(key: str, value: str, also: Optional[str] = None) -> Dict[s
 
 def warm_bytecode() -> None:
     """Compile, once and untimed, what the interpreters we start will import."""
-    subprocess.run([sys.executable, "-c", "import hostconsole, hostconsole._shepherd, hostconsole.ipython, "
+    subprocess.run([sys.executable, "-c", "import hostconsole, hostconsole._watchdog, hostconsole.ipython, "
                     "IPython, psutil, json, argparse, ctypes"],
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)

@@ -36,7 +36,7 @@ def main():
         host = hostconsole.Host(sys.argv[3]).start()
         try:
             try:
-                host._request("ping", timeout=10)  # the watchdog is up and has answered
+                host._current_session().request("ping", timeout=10)  # the watchdog is up and has answered
             except Exception:
                 pass
             settle()

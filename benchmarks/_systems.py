@@ -163,7 +163,7 @@ def wait_watchdog(host) -> None:
     """Host.start() returns before its watchdog (a fresh interpreter) can answer; the
     first request would pay for its start-up.  Wait for it here, untimed."""
     try:
-        host._request("ping", timeout=30)
+        host._current_session().request("ping", timeout=30)
     except Exception:  # no such internal request any more: give it time instead
         time.sleep(0.5)
 

@@ -26,7 +26,7 @@ from .reap import ReapReport, reap
 # The rest is imported on first use (PEP 562): the watchdog process imports this package
 # too, and must start fast and small; `import hostconsole` in a kernel stays cheap.
 _LAZY = {
-    "Host": ".host", "Provider": ".host", "get_host": ".host",
+    "Host": ".host", "get_host": ".host", "Provider": ".provider", "ProviderSpec": ".spec", "State": ".state",
     "PsTable": "._table", "StopReport": "._table",
 }
 
@@ -64,6 +64,8 @@ def unload_ipython_extension(ipython):
 __all__ = [
     "Host",
     "Provider",
+    "ProviderSpec",
+    "State",
     "PsTable",
     "StopReport",
     "ReapReport",

@@ -10,123 +10,105 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
 from . import _proc, _statedir, registry
-from ._proc import ProcId
+from ._observe import Member, members_from_wire, ps_record, scan_marked, tree_figures
+from ._stop import Finder, Target
 from ._table import PsTable, StopReport
+from ._watchdog_control import ask as ask_socket
 from .errors import HostError
+from .spec import check_name
+from .state import State
 
-ACTIVE = ("starting", "running", "restarting", "stopping")
+TREE_TIMEOUT = 2.0
 
 
-def _marked_by_host() -> Dict[str, Dict[str, List[ProcId]]]:
-    """{host id: {provider name: [identities]}} for this user's marked processes."""
-    out: Dict[str, Dict[str, List[ProcId]]] = {}
-    uid = os.getuid()
-    for pid in _proc.all_pids():
-        if _proc.owner_uid(pid) != uid:
-            continue
-        m = _proc.markers(pid)
-        hid, name = m.get("HOSTCONSOLE_HOST"), m.get("HOSTCONSOLE_PROVIDER")
-        if hid and name:
-            st = _proc.stat(pid)
-            if st is not None and not st.dead:
-                out.setdefault(hid, {}).setdefault(name, []).append(st.ident)
-    return out
+def _trees(rec: registry.HostRecord, marked: Dict[str, List[_proc.ProcId]], sampler: _proc.CpuSampler,
+           alive: bool) -> Dict[str, List[Member]]:
+    """Each provider's tree: from its live watchdog (the figures the host itself sees), or
+    else -- and for marked processes the watchdog does not know -- from what the registry
+    recorded and the markers still show."""
+    trees: Dict[str, List[Member]] = {}
+    if alive:
+        try:
+            answer = ask_socket(rec.dir, {"op": "tree"}, TREE_TIMEOUT)
+            if answer.get("ok"):
+                trees = {n: members_from_wire(rows) for n, rows in answer.get("trees", {}).items()}
+        except (OSError, ValueError):
+            pass
+    targets = []
+    for name in (set(rec.providers) | set(marked)) - set(trees):
+        p = rec.providers.get(name)
+        main = p.main if p is not None else None
+        t = Target(name, main, main.pid if main else None, host_id=rec.host_id)
+        for ident in (p.members if p is not None else ()):
+            t.members[ident.pid] = ident
+        for ident in marked.get(name, ()):
+            t.members[ident.pid] = ident
+        targets.append(t)
+    if targets:
+        roots = [pid for t in targets for pid in t.members]
+        table = Finder(rec.host_id, lambda: _proc.descendants(roots)).find(targets)
+        cpu = sampler.percent(table[pid] for t in targets for pid in t.members if pid in table)
+        trees.update({t.name: [(i, cpu.get(i, 0.0)) for i in t.members.values()] for t in targets})
+    return trees
 
 
 def host_records(state_dir: Path) -> List[dict]:
     """One record per registered host: ``{"host", "pid", "alive", "state_dir", ...,
-    "providers": [ps records]}``."""
-    from .host import _figures
-
-    live = _marked_by_host()
+    "providers": [ps records]}`` -- the records ``Host.ps()`` makes, by the same builder."""
+    uid = os.getuid()
+    by_host: Dict[str, Dict[str, List[_proc.ProcId]]] = {}
+    for m in scan_marked(uid):
+        if m.provider:
+            by_host.setdefault(m.host_id, {}).setdefault(m.provider, []).append(m.ident)
+    sampler = _proc.CpuSampler()
     now = time.time()
     out = []
     for rec in registry.read_all(state_dir):
         alive = rec.alive
-        trees = live.get(rec.host_id, {})
-        figures = _figures(trees)
-        provs = []
-        for name, p in rec.providers.items():
-            state = p.get("state")
-            active = state in ACTIVE and alive
-            started = p.get("started")
-            r = {
-                "name": name,
-                "kind": p.get("kind", "provider"),
-                "state": state if alive else f"{state} (host dead)",
-                "pid": p.get("pid") if active else None,
-                "uptime": (now - started) if active and isinstance(started, (int, float)) else None,
-                "restarts": p.get("restarts", 0),
-                "exit_code": p.get("exit_code"),
-                "signal": p.get("signal"),
-            }
-            r.update(figures.get(name) or {"cpu_percent": 0.0, "rss": 0, "nprocs": 0, "ports": []})
-            provs.append(r)
-        for name in sorted(set(trees) - set(rec.providers)):
+        marked = by_host.get(rec.host_id, {})
+        figures = tree_figures(_trees(rec, marked, sampler, alive))
+        provs = [ps_record(p, figures.get(name), host_alive=alive, now=now) for name, p in rec.providers.items()]
+        for name in sorted(set(marked) - set(rec.providers)):
             # Running, marked as this host's, but not (yet) in its registry entry: the
             # processes are the truth, the registry only a hint.
-            r = {"name": name, "kind": "provider", "state": "unregistered" + ("" if alive else " (host dead)"),
-                 "pid": None, "uptime": None, "restarts": None, "exit_code": None, "signal": None}
-            r.update(figures[name])
-            provs.append(r)
+            unlisted = registry.ProviderRecord(name=name, spec=None, state=State.RUNNING)
+            provs.append(ps_record(unlisted, figures.get(name), host_alive=alive, now=now) | {"registered": False})
         owner = rec.owner
         out.append({
             "host": rec.host_id,
             "pid": owner.pid if owner else None,
             "alive": alive,
             "state_dir": str(state_dir),
-            "kind": rec.data.get("kind"),
-            "argv": rec.data.get("owner_argv"),
-            "started": rec.data.get("started"),
-            "watchdog_pid": (rec.watchdog.pid if rec.watchdog else None),
+            "kind": rec.kind,
+            "argv": list(rec.owner_argv),
+            "started": rec.started,
+            "watchdog_pid": rec.watchdog.pid if rec.watchdog else None,
             "watchdog_alive": bool(rec.watchdog and _proc.alive(rec.watchdog)),
             "providers": provs,
         })
     return out
 
 
-def _connect(path: Path, timeout: float) -> socket.socket:
-    # By a name relative to its directory: the full path may be longer than sun_path.
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    here = os.open(".", os.O_RDONLY)
-    try:
-        os.chdir(path.parent)
-        sock.connect(path.name)
-    except OSError:
-        sock.close()
-        raise
-    finally:
-        os.fchdir(here)
-        os.close(here)
-    return sock
-
-
 def ask(state_dir: Path, host_id: str, request: dict, timeout: float = 150.0) -> dict:
     """Send one control request to a live host (through its watchdog); its answer."""
+    check_name(host_id, "host id")
     rec = registry.read(Path(state_dir) / "hosts" / host_id)
     if rec is None:
         raise HostError(f"no host {host_id!r} in {state_dir}")
     if not rec.alive:
         raise HostError(f"host {host_id} is not alive (its owner exited); `hostconsole reap` stops its leftovers")
-    path = rec.dir / "control.sock"
     try:
-        sock = _connect(path, timeout)
+        answer = ask_socket(rec.dir, request, timeout)
     except OSError as e:
         raise HostError(f"cannot reach host {host_id} (its watchdog is not answering: {e.strerror or e})") from None
-    with sock:
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        line = sock.makefile("rb").readline()
-    if not line:
-        raise HostError(f"host {host_id} closed the connection without answering")
-    answer = json.loads(line)
+    except ValueError as e:
+        raise HostError(f"host {host_id}: {e}") from None
     if not answer.get("ok"):
         raise HostError(f"host {host_id}: {answer.get('error', 'request failed')}")
     return answer
@@ -188,7 +170,7 @@ def cmd_reap(args) -> int:
 
 
 def _state_dir(args) -> Path:
-    return Path(getattr(args, "state_dir", None) or _statedir.default_state_dir()).expanduser().absolute()
+    return _statedir.resolve(getattr(args, "state_dir", None))
 
 
 def add_commands(sub) -> None:

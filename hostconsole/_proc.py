@@ -16,10 +16,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Dict, Iterable, List, NamedTuple, Optional
+import time
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
 
 LINUX = sys.platform.startswith("linux")
 MARKER_PREFIX = b"HOSTCONSOLE_"
+_TICKS = os.sysconf("SC_CLK_TCK") if LINUX else 100
 
 
 class ProcId(NamedTuple):
@@ -36,6 +38,7 @@ class ProcStat(NamedTuple):
     sid: int
     start: int
     state: str  # one letter as in ps(1): R, S, D, Z, T, X ...
+    cpu: float = 0.0  # CPU seconds used so far (user + system)
 
     @property
     def ident(self) -> ProcId:
@@ -57,7 +60,8 @@ if LINUX:
             return None
         # comm may contain spaces and parentheses: split at the *last* ')'.
         rest = data[data.rfind(b")") + 2 :].split()
-        return ProcStat(pid, int(rest[1]), int(rest[2]), int(rest[3]), int(rest[19]), rest[0].decode())
+        return ProcStat(pid, int(rest[1]), int(rest[2]), int(rest[3]), int(rest[19]), rest[0].decode(),
+                        (int(rest[11]) + int(rest[12])) / _TICKS)
 
     def children(pid: int) -> List[int]:
         out: List[int] = []
@@ -115,8 +119,9 @@ else:  # macOS and other POSIX: psutil supplies what /proc would.
         try:
             p = psutil.Process(pid)
             with p.oneshot():
-                ppid, created, status = p.ppid(), p.create_time(), p.status()
-            return ProcStat(pid, ppid, os.getpgid(pid), os.getsid(pid), int(created * 1e6), _STATE.get(status, "S"))
+                ppid, created, status, times = p.ppid(), p.create_time(), p.status(), p.cpu_times()
+            return ProcStat(pid, ppid, os.getpgid(pid), os.getsid(pid), int(created * 1e6), _STATE.get(status, "S"),
+                            times.user + times.system)
         except (psutil.Error, OSError):
             return None
 
@@ -150,19 +155,14 @@ else:  # macOS and other POSIX: psutil supplies what /proc would.
 
 
 if LINUX:
-    _TICKS = os.sysconf("SC_CLK_TCK")
 
     def now_stamp() -> int:
         """Now, in the units of ``ProcId.start`` (clock ticks since boot)."""
-        import time
-
         return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS)
 
 else:
 
     def now_stamp() -> int:
-        import time
-
         return int(time.time() * 1e6)
 
 
@@ -274,6 +274,11 @@ def send_group(pgid: int, witness: ProcId, *sigs: int) -> bool:
         return False
 
 
+def stamp_to_seconds(ticks: int) -> float:
+    """A span in the units of ``ProcId.start`` (and ``now_stamp``), in seconds."""
+    return ticks / _TICKS if LINUX else ticks / 1e6
+
+
 def signal_name(sig: Optional[int]) -> Optional[str]:
     if sig is None:
         return None
@@ -281,3 +286,45 @@ def signal_name(sig: Optional[int]) -> Optional[str]:
         return signal.Signals(sig).name
     except ValueError:
         return f"SIG{sig}"
+
+
+class CpuSampler:
+    """CPU % of processes over the interval since each was last sampled.
+
+    The previous reading of each process is kept between calls; a process seen for the
+    first time is judged over its life so far (its CPU time over its age), which is
+    true, not 0.0, on the first look.  Readings closer together than ``MIN_INTERVAL``
+    keep the earlier base, so a burst of calls does not measure noise."""
+
+    MIN_INTERVAL = 0.2
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._base: Dict[ProcId, "tuple[float, float]"] = {}  # ident -> (when, cpu seconds)
+        self._last: Dict[ProcId, float] = {}
+
+    def percent(self, stats: Iterable[ProcStat]) -> Dict[ProcId, float]:
+        now = self._clock()
+        stamp = now_stamp()
+        out: Dict[ProcId, float] = {}
+        for st in stats:
+            ident = st.ident
+            base = self._base.get(ident)
+            if base is None:
+                age = stamp_to_seconds(stamp - st.start)
+                pct = 100.0 * st.cpu / age if age > 0 else 0.0
+                self._base[ident] = (now, st.cpu)
+            elif now - base[0] >= self.MIN_INTERVAL:
+                pct = 100.0 * max(0.0, st.cpu - base[1]) / (now - base[0])
+                self._base[ident] = (now, st.cpu)
+            else:
+                pct = self._last.get(ident, 0.0)
+            self._last[ident] = pct
+            out[ident] = round(pct, 1)
+        return out
+
+    def forget_all_but(self, live: Iterable[ProcId]) -> None:
+        keep = set(live)
+        for d in (self._base, self._last):
+            for k in [k for k in d if k not in keep]:
+                del d[k]

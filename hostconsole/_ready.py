@@ -26,7 +26,10 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""}
 
 
 class ReadySpec:
+    """A readiness check.  Equal when its kind and text are: part of "the same spec"."""
+
     kind = "none"
+    text = "none"
     port: Optional[int] = None
 
     def describe(self) -> str:
@@ -35,19 +38,29 @@ class ReadySpec:
     def check(self, log_path: Optional[Path], log_offset: int, deadline_left: float) -> bool:
         return True
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.text
 
-    text = "none"
+    def __repr__(self) -> str:
+        return f"<ready {self.text}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReadySpec) and (self.kind, self.text) == (other.kind, other.text)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.text))
+
+
+NONE = ReadySpec()
 
 
 class PortReady(ReadySpec):
     kind = "port"
 
-    def __init__(self, text, port):
+    def __init__(self, text: str, port: int):
         self.text, self.port = text, port
 
-    def describe(self):
+    def describe(self) -> str:
         return f"port {self.port} to accept connections"
 
     def check(self, log_path, log_offset, deadline_left):
@@ -138,28 +151,35 @@ class CmdReady(ReadySpec):
 
 def parse(spec) -> ReadySpec:
     """Parse a ready spec, raising InvalidSpec with one line if it is malformed."""
-    if spec is None or isinstance(spec, ReadySpec):
-        return spec or ReadySpec()
+    if spec is None:
+        return NONE
+    if isinstance(spec, ReadySpec):
+        return spec
     if not isinstance(spec, str):
         raise InvalidSpec(f"ready check must be a string such as 'port:8000', not {spec!r}")
     text = spec.strip()
     kind, sep, arg = text.partition(":")
     kind = kind.lower()
     if text.lower() == "none":
-        return ReadySpec()
+        return NONE
     if kind == "port" and sep:
-        if not arg.strip().isdigit() or not 1 <= int(arg) <= 65535:
+        arg = arg.strip()
+        if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= 65535:
             raise InvalidSpec(f"malformed ready check {spec!r}: port must be a number from 1 to 65535")
         return PortReady(text, int(arg))
     if kind in ("http", "https") and sep:
-        u = urllib.parse.urlsplit(text)
-        if not u.hostname:
+        try:
+            u = urllib.parse.urlsplit(text)
+            hostname = u.hostname
+        except ValueError as e:
+            raise InvalidSpec(f"malformed ready check {spec!r}: {e}") from None
+        if not hostname:
             raise InvalidSpec(f"malformed ready check {spec!r}: the URL has no host")
         try:
             port = u.port or (443 if kind == "https" else 80)
         except ValueError:
             raise InvalidSpec(f"malformed ready check {spec!r}: bad port in URL") from None
-        return HttpReady(text, text, port if u.hostname in LOCAL_HOSTS else None)
+        return HttpReady(text, text, port if hostname in LOCAL_HOSTS else None)
     if kind == "log" and sep:
         if not arg:
             raise InvalidSpec(f"malformed ready check {spec!r}: log: needs a regular expression")

@@ -10,7 +10,7 @@ import os
 import stat
 import sys
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
 from .errors import HostError
 
@@ -28,19 +28,46 @@ def default_state_dir() -> Path:
     return Path(cache) / "hostconsole"
 
 
-def private_dir(path: Union[str, Path], what: str = "state directory") -> Path:
+def _as_path(path: object, what: str) -> Path:
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path or "\0" in path:
+        raise HostError(f"{what} must be a path (a non-empty string without NUL bytes), not {path!r}")
+    return Path(path).expanduser().absolute()
+
+
+def resolve(state_dir: object = None) -> Path:
+    """The state directory to look at (the default if None), checked as ``private_dir``
+    checks it if it exists -- but never created: looking creates nothing."""
+    path = _as_path(state_dir if state_dir is not None else default_state_dir(), "state directory")
+    if os.path.lexists(path):
+        _check(path, "state directory")
+    return path
+
+
+def private_dir(path: object, what: str = "state directory") -> Path:
     """Create ``path`` (mode 0700) if needed and check it is ours alone; return it."""
-    path = Path(path).expanduser().absolute()
+    path = _as_path(path, what)
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise HostError(f"{what} {path} exists and is not a directory") from None
     except OSError as e:
         raise HostError(f"cannot create {what} {path}: {e.strerror}") from None
+    _check(path, what)
+    if stat.S_IMODE(os.lstat(path).st_mode) != 0o700:
+        os.chmod(path, 0o700)
+    return path
+
+
+def _check(path: Path, what: str) -> None:
+    """A directory of ours alone (not a symlink, owned by us, not writable by others)."""
     try:
         st = os.lstat(path)
     except OSError as e:
         raise HostError(f"cannot use {what} {path}: {e.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise HostError(f"{what} {path} is a symbolic link; refusing to use it")
     if not stat.S_ISDIR(st.st_mode):
         raise HostError(f"{what} {path} is not a directory")
     if st.st_uid != os.getuid():
@@ -50,56 +77,8 @@ def private_dir(path: Union[str, Path], what: str = "state directory") -> Path:
             f"{what} {path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
             f"refusing to use it (chmod 700 it, or choose another HOSTCONSOLE_STATE_DIR)"
         )
-    if stat.S_IMODE(st.st_mode) != 0o700:
-        os.chmod(path, 0o700)
     if not os.access(path, os.W_OK | os.X_OK):
         raise HostError(f"{what} {path} is not writable")
-    return path
-
-
-def size(path) -> int:
-    try:
-        return os.stat(path).st_size
-    except (OSError, TypeError):
-        return 0
-
-
-def tail(path: Union[str, Path], n: int, end: Optional[int] = None) -> str:
-    """The last ``n`` lines of a log (up to byte ``end``), read from its end (cheap for
-    large logs); lines from the rotated ``.1`` file make up for a log just rotated."""
-    out = _tail(path, n, end)
-    have = out.count("\n")
-    if have < n:
-        out = _tail(f"{path}.1", n - have) + out
-    return out
-
-
-def _tail(path: Union[str, Path], n: int, end: Optional[int] = None) -> str:
-    if n <= 0:
-        return ""
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return ""
-    with f:
-        f.seek(0, os.SEEK_END)
-        pos = f.tell() if end is None else min(end, f.tell())
-        chunk = 8192
-        data = b""
-        while pos > 0 and data.count(b"\n") <= n:
-            step = min(chunk, pos)
-            pos -= step
-            f.seek(pos)
-            data = f.read(step) + data
-            chunk *= 2
-    lines = data.splitlines()[-n:]
-    return b"\n".join(lines).decode("utf-8", errors="replace") + ("\n" if lines else "")
-
-
-def log_name(provider: str) -> str:
-    # Provider names are validated against [A-Za-z0-9][A-Za-z0-9._-]*; this is belt and braces.
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in provider)
-    return f"{safe}.log"
 
 
 def remove_tree(path: Optional[Path]) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -53,6 +54,29 @@ class Target:
     def __post_init__(self):
         if self.main is not None:
             self.members.setdefault(self.main.pid, self.main)
+
+
+class Deadline:
+    """When SIGKILL must have reached every tree of a stop.  Tightened (never loosened)
+    from any thread while the stop runs: a kernel shutdown that arrives during a long
+    purge caps the purge already under way instead of waiting for it."""
+
+    def __init__(self, within: Optional[float] = None, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.end: Optional[float] = None if within is None else clock() + max(0.0, within)
+
+    def tighten(self, within: Optional[float]) -> None:
+        if within is None:
+            return
+        end = self._clock() + max(0.0, within)
+        with self._lock:
+            if self.end is None or end < self.end:
+                self.end = end
+
+    def remaining(self) -> Optional[float]:
+        end = self.end
+        return None if end is None else max(0.0, end - self._clock())
 
 
 @dataclass
@@ -168,26 +192,33 @@ def stop_levels(
     *,
     rest: Optional[Target] = None,
     within: Optional[float] = None,
+    deadline: Optional[Deadline] = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> List[Outcome]:
     """Stop ``levels`` in order, the targets of one level concurrently.
 
-    ``within``: SIGKILL reaches every tree no later than this many seconds after the
-    start, whatever the stop timeouts and however many levels (a kernel has 2.5 s).
-    Never raises for a process that vanished or cannot be signalled; returns one Outcome
-    per target (and one for ``rest``, if given and non-empty).
+    ``within`` (or a ``deadline``, which others may tighten while this runs): SIGKILL
+    reaches every tree no later than that, whatever the stop timeouts and however many
+    levels (a kernel has 2.5 s).  Never raises for a process that vanished or cannot be
+    signalled; returns one Outcome per target (and one for ``rest``, if given and
+    non-empty).
     """
-    end = None if within is None else clock() + max(0.0, within)
+    if deadline is None:
+        deadline = Deadline(within, clock)
+    else:
+        deadline.tighten(within)
     outcomes: List[Outcome] = []
     for level in levels:
-        outcomes.extend(_stop_level(list(level), finder, status_of, None, end, clock, sleep))
+        outcomes.extend(_stop_level(list(level), finder, status_of, None, deadline, clock, sleep))
     if rest is not None:
-        outcomes.extend(_stop_level([], finder, status_of, rest, end, clock, sleep))
+        outcomes.extend(_stop_level([], finder, status_of, rest, deadline, clock, sleep))
     return outcomes
 
 
-def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Outcome]:
+def _stop_level(targets: List[Target], finder: Finder,
+                status_of: Callable[[Target], Tuple[Optional[int], Optional[str]]], rest: Optional[Target],
+                cap: Deadline, clock: Callable[[], float], sleep: Callable[[float], None]) -> List[Outcome]:
     t0 = clock()
     began = _proc.now_stamp()
     # Find first, then signal: what was found is exactly what got the signal, so anything
@@ -196,9 +227,12 @@ def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Out
     table = finder.find(targets, rest)
     if rest is not None and rest.members:
         targets = targets + [rest]
-    deadline = {id(t): t0 + max(0.0, t.stop_timeout) for t in targets}
-    if end is not None:
-        deadline = {k: min(v, end) for k, v in deadline.items()}
+    own = {id(t): t0 + max(0.0, t.stop_timeout) for t in targets}
+
+    def deadline(t: Target) -> float:
+        end = cap.end  # re-read every round: it may have been tightened meanwhile
+        return own[id(t)] if end is None else min(own[id(t)], end)
+
     killed_at: Dict[int, float] = {}
     done: Dict[int, Outcome] = {}
     signalled: Dict[int, set] = {}  # per target: members that have had the stop signal
@@ -212,7 +246,7 @@ def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Out
     while len(done) < len(targets):
         now = clock()
         wake = min(
-            [deadline[id(t)] for t in targets if id(t) not in done and id(t) not in killed_at] + [now + pause]
+            [deadline(t) for t in targets if id(t) not in done and id(t) not in killed_at] + [now + pause]
         )
         sleep(max(0.0, wake - now))
         pause = min(pause * 2, POLL_MAX)
@@ -229,7 +263,7 @@ def _stop_level(targets, finder, status_of, rest, end, clock, sleep) -> List[Out
                     done[key] = Outcome(t.name, "killed", seconds=now - t0, survivors=sorted(t.members))
                 else:
                     signal_tree(t, signal.SIGKILL, table)
-            elif now >= deadline[key]:
+            elif now >= deadline(t):
                 killed_at[key] = now
                 signal_tree(t, signal.SIGKILL, table)
                 pause = POLL_MIN  # SIGKILL acts at once: look again soon, not in 50 ms

@@ -30,6 +30,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from . import host as _host
 from .errors import HostconsoleError
 from .reap import reap
+from .spec import OPTIONS
 
 # jupyter_client SIGTERMs the kernel's group 2.5 s after a shutdown request: stop within it.
 KERNEL_SHUTDOWN_TIMEOUT = 1.5
@@ -51,17 +52,12 @@ USAGE = """\
 %host help [SUBCOMMAND]                 this text, or one subcommand's options
 
 run options:
-  --requires A,B        start only after providers A and B are ready
-  --ready SPEC          port:8000, http://127.0.0.1:8000/health, log:REGEX, cmd:SHELL or none
-  --ready-timeout S     give up waiting for readiness after S seconds (default 30)
-  --stop-signal SIG     first signal sent on stop: TERM, INT, HUP, QUIT, USR1, ... (default TERM)
-  --stop-timeout S      seconds between the stop signal and SIGKILL (default 5)
-  --restart POLICY      no, on-failure or always (default no)
-  --oneshot             run to completion; ready when it exits 0
-  --cwd DIR             working directory
-  --env K=V             extra environment variable (repeatable)
+{options}
   --no-wait             return at once instead of waiting for readiness
+  --replace             if NAME is running with a different spec, stop it and start this one
 
+Running `%host run NAME ...` again with the same spec changes nothing (a notebook can be
+re-run top to bottom); with a different one it is refused unless --replace.
 Ctrl-C while a magic waits interrupts only the waiting: providers keep running."""
 
 
@@ -111,20 +107,15 @@ def _build_parsers() -> dict:
     p = ps["run"] = _Parser("run", "Start a provider: %host run NAME [OPTIONS] -- COMMAND [ARG ...], "
                                    "or %%host run NAME [OPTIONS] with a bash script as the cell body.")
     p.add_argument("name", metavar="NAME", help="[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-    p.add_argument("--requires", action="append", metavar="A,B",
-                   help="start only after providers A and B are ready")
-    p.add_argument("--ready", metavar="SPEC",
-                   help="port:8000, http://127.0.0.1:8000/health, log:REGEX, cmd:SHELL or none (default)")
-    p.add_argument("--ready-timeout", type=_seconds, metavar="S",
-                   help="give up waiting for readiness after S seconds, and stop it (default 30)")
-    p.add_argument("--stop-signal", metavar="SIG", help="first signal sent on stop (default TERM)")
-    p.add_argument("--stop-timeout", type=_seconds, metavar="S",
-                   help="seconds between the stop signal and SIGKILL (default 5)")
-    p.add_argument("--restart", metavar="POLICY", help="no (default), on-failure or always")
-    p.add_argument("--oneshot", action="store_true", help="run to completion; ready when it exits 0")
-    p.add_argument("--cwd", metavar="DIR", help="working directory")
-    p.add_argument("--env", action="append", metavar="K=V", help="extra environment variable (repeatable)")
+    for o in OPTIONS:  # the provider's options: one definition, in spec.py
+        if o.kind == "flag":
+            p.add_argument(o.flag, dest=o.key, action="store_true", default=None, help=o.help)
+        else:
+            p.add_argument(o.flag, dest=o.key, metavar=o.metavar, help=o.help,
+                           action="append" if o.kind == "list" else "store")
     p.add_argument("--no-wait", action="store_true", help="return at once instead of waiting for readiness")
+    p.add_argument("--replace", action="store_true",
+                   help="if NAME is running with a different spec, stop it and start this one")
 
     p = ps["ps"] = _Parser("ps", "Table of providers.")
     p.add_argument("--all", action="store_true", help="include providers stopped by the user or a purge")
@@ -153,16 +144,8 @@ def _build_parsers() -> dict:
 
 
 _PARSERS = _build_parsers()
-
-
-def _split_env(items) -> dict:
-    env = {}
-    for item in items or ():
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"%host run: --env needs NAME=VALUE, not {item!r}")
-        env[key] = value
-    return env
+USAGE = USAGE.format(options="\n".join(
+    f"  {(o.flag + ' ' + (o.metavar or '')).strip():<21} {o.help}" for o in OPTIONS))
 
 
 def _usage_error(e: HostconsoleError) -> UsageError:
@@ -318,45 +301,41 @@ class HostMagics(Magics):
 
     def _run(self, rest, cell):
         parser = _PARSERS["run"]
-        if "--" in rest:
+        dashdash = "--" in rest
+        if dashdash:
             i = rest.index("--")
             rest, command = rest[:i], rest[i + 1:]
         else:
             command = None
         args, extra = parser.parse_known_args(rest)
-        unknown = [x for x in extra if x.startswith("-")]
-        if unknown:
-            parser.error(f"unrecognized option {unknown[0]}")
+        options = [x for x in extra if x.startswith("-")]
+        if extra and (options and (dashdash or cell is not None or extra[0].startswith("-"))):
+            parser.error(f"unrecognized option {options[0]}")
         if cell is not None:
             if command is not None or extra:
                 raise UsageError("%%host run: the cell body is the command; nothing may follow the options")
             if not cell.strip():
                 raise UsageError("%%host run: missing command: the cell body (a bash script) is empty")
             command = cell
+        elif extra and dashdash:
+            raise UsageError(f"%host run: a provider name is one word, but {' '.join([args.name, *extra])!r} "
+                             f"came before '--' (use a name such as {'-'.join([args.name, *extra])!r})")
         elif extra:
             raise UsageError(f"%host run: missing '--' before the command: %host run {args.name} [OPTIONS] -- "
                              f"{' '.join(shlex.quote(x) for x in extra)}")
         elif not command:
             raise UsageError(f"%host run: missing command: %host run {args.name} [OPTIONS] -- COMMAND [ARG ...]")
 
-        # Only what the user gave: every default lives in Host.run, once.
-        kw = {}
-        if args.requires:
-            kw["requires"] = ",".join(args.requires)
-        if args.env:
-            kw["env"] = _split_env(args.env)
-        if args.cwd is not None:
-            kw["cwd"] = os.path.expanduser(args.cwd)
-        for opt in ("ready", "ready_timeout", "stop_signal", "stop_timeout", "restart"):
-            if getattr(args, opt) is not None:
-                kw[opt] = getattr(args, opt)
-        if args.oneshot:
-            kw["oneshot"] = True
-        if args.no_wait:
-            kw["wait"] = False
+        # Only what the user gave: every default lives in ProviderSpec, once.
+        kw = {o.key: getattr(args, o.key) for o in OPTIONS if getattr(args, o.key) is not None}
         host = _host.get_host()
+        before = host.provider(args.name) if args.name in host else None
         with _Progress(self.shell, args.name) as progress:
-            return host.run(args.name, command, shell=cell is not None, progress=progress, **kw)
+            prov = host.run(args.name, command, shell=cell is not None, wait=not args.no_wait,
+                            replace=args.replace, progress=progress, **kw)
+        if prov is before:
+            print(f"{args.name}: already {prov.state} with this spec; nothing changed")
+        return prov
 
     def _start(self, args):
         host = _host.get_host()

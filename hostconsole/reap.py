@@ -1,21 +1,30 @@
-"""Finding and stopping leftovers of dead hosts.
+"""Leftovers of dead hosts: judging whether a host is alive, and stopping what it left.
 
-A *leftover* is a process of this user that carries ``HOSTCONSOLE_HOST`` for this state
-directory, and whose host is dead: the owner named in its own ``HOSTCONSOLE_OWNER`` marker
-(pid and start time) no longer exists.  The registry adds what the marker cannot say
-(stop order, stop signal and timeout of each provider) but never decides alone: a process
-without the marker, a process of a live host, another user's process and a recycled pid
-are never signalled.
+``Judge`` is the one judgement of a host's life, shared by reap, port diagnosis and the
+CLI.  A host is
+
+* ``ALIVE`` while its owner process (named by the ``HOSTCONSOLE_OWNER`` marker of its own
+  processes, or by its registry entry) runs;
+* ``ENDING`` when its owner is gone but its watchdog still runs (it is stopping them);
+* ``DEAD`` when its owner is gone and no watchdog of it runs;
+* ``UNKNOWN`` when nothing names its owner: it is never judged dead on a guess.
+
+A *leftover* is a marked process of this user and this state directory whose host is
+``DEAD`` or ``ENDING``.  The registry adds what a marker cannot say (stop order, signal,
+timeout) but never decides alone: a process without the marker, a process of a live host,
+another user's process and a recycled pid are never signalled.
 """
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _proc, _statedir, registry
+from ._observe import Marked, same_dir, scan_marked
 from ._proc import ProcId, ProcStat
 from ._stop import Finder, Target, order_for_stop, stop_levels
 from ._table import Table
@@ -23,21 +32,47 @@ from ._table import Table
 DEFAULT_TIMEOUT = 5.0
 
 
-def _owner(markers: Dict[str, str]) -> Optional[ProcId]:
-    try:
-        pid, start = markers["HOSTCONSOLE_OWNER"].split(":")
-        return ProcId(int(pid), int(start))
-    except (KeyError, ValueError):
-        return None
+class Life(enum.Enum):
+    ALIVE = "alive"
+    ENDING = "ending"
+    DEAD = "dead"
+    UNKNOWN = "unknown"
 
 
-def _same_dir(a: Optional[str], b: Path) -> bool:
-    if not a:
-        return False
-    try:
-        return os.path.realpath(a) == os.path.realpath(b)
-    except OSError:
-        return False
+class Judge:
+    """Whether each host is alive, judged once per host from one scan."""
+
+    def __init__(self, records: Mapping[str, registry.HostRecord], marked: Sequence[Marked]):
+        self.records = records
+        self._watchdogs = {m.host_id: m.ident for m in marked if m.provider is None}
+        self._owners: Dict[str, Optional[ProcId]] = {}
+        for m in marked:
+            if m.owner is not None:
+                self._owners.setdefault(m.host_id, m.owner)
+        self._cache: Dict[str, Life] = {}
+
+    def owner(self, host_id: str) -> Optional[ProcId]:
+        owner = self._owners.get(host_id)
+        rec = self.records.get(host_id)
+        return owner if owner is not None else (rec.owner if rec is not None else None)
+
+    def life(self, host_id: str) -> Life:
+        if host_id not in self._cache:
+            self._cache[host_id] = self._judge(host_id)
+        return self._cache[host_id]
+
+    def _judge(self, host_id: str) -> Life:
+        owner = self.owner(host_id)
+        if owner is None:
+            return Life.UNKNOWN
+        if _proc.alive(owner):
+            return Life.ALIVE
+        rec = self.records.get(host_id)
+        watchdog = self._watchdogs.get(host_id) or (rec.watchdog if rec is not None else None)
+        return Life.ENDING if watchdog is not None and _proc.alive(watchdog) else Life.DEAD
+
+    def is_leftover(self, m: Marked) -> bool:
+        return self.life(m.host_id) in (Life.DEAD, Life.ENDING)
 
 
 class ReapReport(Table):
@@ -53,7 +88,7 @@ class ReapReport(Table):
         ("seconds", "SECONDS", lambda v: "-" if v is None else f"{v:.3f}"),
     )
 
-    def __init__(self, records, removed: Sequence[str] = (), dry_run: bool = False):
+    def __init__(self, records: List[dict], removed: Sequence[str] = (), dry_run: bool = False):
         super().__init__(records)
         self.removed = list(removed)  # registry entries of dead hosts that were cleaned up
         self.dry_run = dry_run
@@ -71,52 +106,44 @@ class ReapReport(Table):
                 + ", ".join(r["name"] for r in self.records))
 
 
-def find_leftovers(state_dir: Path, exclude: Sequence[str] = ()) -> Dict[str, Dict[ProcId, Dict[str, str]]]:
-    """Marked processes of dead hosts of ``state_dir``: {host id: {identity: markers}}."""
+def survey(state_dir: Path, exclude: Sequence[str] = ()) -> "tuple[Judge, List[Marked]]":
+    """One look at the state dir: its hosts' records, and this user's marked processes of
+    it; with the judge of their hosts' lives."""
     records = {r.host_id: r for r in registry.read_all(state_dir)}
-    me, uid = os.getpid(), os.getuid()
-    liveness: Dict[ProcId, bool] = {}
-    found: Dict[str, Dict[ProcId, Dict[str, str]]] = {}
-    for pid in _proc.all_pids():
-        if pid == me or _proc.owner_uid(pid) != uid:
-            continue
-        m = _proc.markers(pid)
-        hid = m.get("HOSTCONSOLE_HOST")
-        if not hid or hid in exclude or not _same_dir(m.get("HOSTCONSOLE_STATE_DIR"), state_dir):
-            continue
-        owner = _owner(m)
-        if owner is None and hid in records:
-            owner = records[hid].owner
-        if owner is None:
-            continue  # cannot prove its host dead: leave it alone
-        if owner not in liveness:
-            liveness[owner] = _proc.alive(owner)
-        if liveness[owner]:
-            continue
-        st = _proc.stat(pid)
-        if st is None or st.dead or _proc.owner_uid(pid) != uid:
-            continue
-        found.setdefault(hid, {})[st.ident] = m
+    marked = [m for m in scan_marked(os.getuid()) if same_dir(m.state_dir, state_dir) and m.host_id not in exclude]
+    return Judge(records, marked), marked
+
+
+def find_leftovers(state_dir: Path, exclude: Sequence[str] = ()) -> Dict[str, List[Marked]]:
+    """Marked processes of dead hosts of ``state_dir``, by host id."""
+    judge, marked = survey(state_dir, exclude)
+    found: Dict[str, List[Marked]] = {}
+    for m in marked:
+        if judge.is_leftover(m):
+            found.setdefault(m.host_id, []).append(m)
     return found
 
 
-def reap(dry_run: bool = False, state_dir: Union[str, os.PathLike, None] = None,
+def reap(dry_run: bool = False, state_dir: Union[str, "os.PathLike[str]", None] = None,
          exclude: Sequence[str] = ()) -> ReapReport:
     """Find leftovers of dead hosts and, unless ``dry_run``, stop them with the stop path.
 
     Registry entries of dead hosts with nothing left running are removed.
     """
-    root = Path(state_dir or _statedir.default_state_dir()).expanduser().absolute()
-    records = {r.host_id: r for r in registry.read_all(root)}
-    found = find_leftovers(root, exclude)
+    root = _statedir.resolve(state_dir)
+    judge, marked = survey(root, exclude)
+    found: Dict[str, List[Marked]] = {}
+    for m in marked:
+        if judge.is_leftover(m):
+            found.setdefault(m.host_id, []).append(m)
 
     levels: List[List[Target]] = []
     targets: List[Target] = []  # in the order found, for the dry-run report
     for hid, procs in found.items():
-        rec = records.get(hid)
+        rec = judge.records.get(hid)
         info = rec.providers if rec is not None else {}
-        names = sorted({m.get("HOSTCONSOLE_PROVIDER", "") for m in procs.values()})
-        requires = {n: info.get(n, {}).get("requires", []) for n in names if n}
+        names = sorted({m.provider or "" for m in procs})
+        requires = {n: info[n].requires if n in info else () for n in names if n}
         host_levels = order_for_stop([n for n in names if n], requires)
         if "" in names:  # the dead host's watchdog, last: it is nobody's provider
             host_levels.append([""])
@@ -124,17 +151,13 @@ def reap(dry_run: bool = False, state_dir: Union[str, os.PathLike, None] = None,
             while len(levels) <= i:
                 levels.append([])
             for name in level:
-                p = info.get(name, {}) if name else {}
-                main = registry._ident(p)
-                try:
-                    sig = int(p.get("stop_signal", signal.SIGTERM))
-                    timeout = min(float(p.get("stop_timeout", DEFAULT_TIMEOUT)), DEFAULT_TIMEOUT)
-                except (TypeError, ValueError):
-                    sig, timeout = signal.SIGTERM, DEFAULT_TIMEOUT
-                members = {ident.pid: ident for ident, m in procs.items()
-                           if m.get("HOSTCONSOLE_PROVIDER", "") == name}
-                pgid = p.get("pgid") if main in procs else None
-                if main not in procs:
+                p = info.get(name) if name else None
+                sig = p.stop_signal if p is not None else int(signal.SIGTERM)
+                timeout = min(p.stop_timeout, DEFAULT_TIMEOUT) if p is not None else DEFAULT_TIMEOUT
+                members = {m.ident.pid: m.ident for m in procs if (m.provider or "") == name}
+                main = p.main if p is not None else None
+                pgid: Optional[int] = main.pid if main is not None and main in members.values() else None
+                if pgid is None:
                     # Not (yet) in the registry: a provider's main process leads its own
                     # process group, so find it among the marked processes themselves --
                     # the group must get the stop signal at once, not member by member
@@ -145,43 +168,37 @@ def reap(dry_run: bool = False, state_dir: Union[str, os.PathLike, None] = None,
                         if st is not None and st.start == ident.start and st.pgid == ident.pid:
                             main, pgid = ident, ident.pid
                             break
-                t = Target(name or "(watchdog)", main, pgid, sig, timeout, members=members,
-                           host_id=hid, marker=name)
+                t = Target(name or "(watchdog)", main, pgid, sig, timeout, members=members, host_id=hid,
+                           marker=name)
                 levels[i].append(t)
                 targets.append(t)
 
+    def pids_of(t: Target) -> List[int]:
+        return sorted(m.ident.pid for m in found.get(t.host_id or "", []) if (m.provider or "") == (t.marker or ""))
+
     if dry_run:
-        records_out = [{"host": t.host_id, "name": t.name, "pids": sorted(t.members), "outcome": "would stop",
-                        "seconds": None} for t in targets]
-        return ReapReport(records_out, dry_run=True)
+        return ReapReport([{"host": t.host_id, "name": t.name, "pids": pids_of(t), "outcome": "would stop",
+                            "seconds": None} for t in targets], dry_run=True)
 
     dead_hosts = set(found)
+    uid = os.getuid()
 
     def universe() -> Dict[int, ProcStat]:
         # Only processes that carry a dead host's marker, and what they spawned since.
         roots = [pid for t in targets for pid in t.members]
-        out = {}
-        for pid, st in _proc.descendants(roots).items():
-            if _proc.markers(pid).get("HOSTCONSOLE_HOST") in dead_hosts and _proc.owner_uid(pid) == os.getuid():
-                out[pid] = st
-        return out
+        return {pid: st for pid, st in _proc.descendants(roots).items()
+                if _proc.markers(pid).get("HOSTCONSOLE_HOST") in dead_hosts and _proc.owner_uid(pid) == uid}
 
     outcomes = stop_levels(levels, Finder("", universe)) if targets else []
     out = []
     for t, o in zip([t for level in levels for t in level], outcomes):
-        out.append({"host": t.host_id, "name": t.name, "pids": sorted(pid for pid in found_pids(found, t)),
-                    "outcome": o.outcome, "exit_code": o.exit_code, "signal": o.signal,
-                    "seconds": o.seconds, "survivors": o.survivors})
+        out.append({"host": t.host_id, "name": t.name, "pids": pids_of(t), "outcome": o.outcome,
+                    "exit_code": o.exit_code, "signal": o.signal, "seconds": o.seconds, "survivors": o.survivors})
     removed = []
     remaining = find_leftovers(root, exclude) if targets else {}
-    for hid, rec in records.items():
+    for hid, rec in judge.records.items():
         # An entry whose owner cannot be read may belong to a live host: keep it.
         if hid not in exclude and rec.owner is not None and not rec.alive and hid not in remaining:
             _statedir.remove_tree(rec.dir)
             removed.append(hid)
     return ReapReport(out, removed=removed)
-
-
-def found_pids(found, t: Target) -> List[int]:
-    return [ident.pid for ident, m in found.get(t.host_id, {}).items()
-            if m.get("HOSTCONSOLE_PROVIDER", "") == (t.marker or "")]

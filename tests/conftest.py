@@ -19,6 +19,10 @@ from helpers import marked, wait_until  # noqa: E402
 
 from hostconsole import _proc  # noqa: E402
 
+# An illegal state move is a bug: fail loudly, here and in every kernel and owner process
+# the tests start (they inherit the environment).
+os.environ["HOSTCONSOLE_STRICT_STATES"] = "1"
+
 _LEAKS = []
 
 

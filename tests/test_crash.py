@@ -126,7 +126,7 @@ def test_a_replacement_watchdog_keeps_the_crash_promise(state_dir, tmp_path):
 def test_watchdog_replacements_are_limited(host):
     """A watchdog that keeps dying is not replaced for ever: the host says so in ps."""
     p = host.run("survivor", ["sleep", "300"])
-    from hostconsole.host import REARM_LIMIT
+    from hostconsole._session import REARM_LIMIT
 
     for _ in range(REARM_LIMIT):
         old = host.status()["watchdog_pid"]
@@ -268,12 +268,13 @@ def test_registry_entry_describes_the_live_host(host):
     assert rec.alive and rec.host_id == host.host_id
     assert rec.watchdog.pid == host.status()["watchdog_pid"]
     db = rec.providers["db"]
-    assert db["pid"] == host.provider("db").pid and db["stop_timeout"] == 2
-    assert rec.providers["api"]["requires"] == ["db"]
-    assert _proc.identity(db["pid"]) == _proc.ProcId(db["pid"], db["start"])
+    assert db.main.pid == host.provider("db").pid and db.spec.stop_timeout == 2
+    assert db.spec == host.provider("db").spec  # the whole spec, in its one wire form
+    assert rec.providers["api"].requires == ("db",)
+    assert _proc.identity(db.main.pid) == db.main
     host.stop("db")
     t0 = time.monotonic()
-    wait_until(lambda: registry.read(host.host_dir).providers["db"]["state"] == "stopped", timeout=5,
+    wait_until(lambda: registry.read(host.host_dir).providers["db"].state == "stopped", timeout=5,
                what="the registry to show the stop")
     assert time.monotonic() - t0 < 1.0  # rewritten off the stop's path, but promptly
 

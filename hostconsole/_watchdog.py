@@ -1,19 +1,29 @@
 """The watchdog: a small process per host that spawns, reaps and, if need be, stops providers.
 
-Started by the host in its own session (so the kernel's process-group signals and
-ipykernel's child sweep never reach it) with one end of a socket pair.  It
+Started by the host (``_watchdog_client.py``) in its own session, so the kernel's
+process-group signals and ipykernel's child sweep never reach it, with one end of a socket
+pair (``_wire.Channel``).  It
 
-* marks itself a child subreaper, so orphaned provider descendants (double forks,
-  ``setsid`` daemons) are re-parented to it and stay visible and reapable;
-* spawns every provider (its own session and group, output to the provider's log) and
-  reaps every exit status itself, so the owner never runs ``waitpid`` for them and cannot
-  have exit codes stolen from or by the user's own ``subprocess`` calls;
-* runs the stop path for the host on request;
-* when the owner goes away -- end-of-file on the socket, or the owner's pidfd reporting
-  its exit -- stops every provider tree with the same stop path and exits.
+* marks itself a child subreaper, so orphaned provider descendants (double forks, ``setsid``
+  daemons) are re-parented to it and stay visible and reapable;
+* spawns every provider from its ``ProviderSpec`` (its own session and group, output to its
+  log with a run header) and reaps every exit status itself, so the owner never runs
+  ``waitpid`` for them and cannot have exit codes stolen from or by the user's own
+  ``subprocess`` calls;
+* keeps each provider's membership current (``tracker``) and samples CPU as it goes;
+* runs the stop path (``_stop.stop_levels``) for the host on request, with a deadline the
+  host may tighten while it runs;
+* when the owner goes away -- end-of-file on the socket, or the owner's pidfd reporting its
+  exit -- stops every provider tree with the same stop path, writes what it did to
+  ``watchdog-report.json``, and exits.
 
-It imports only the standard library and hostconsole's process modules: it must start
-fast and keep running when the kernel's environment is broken.
+Threads: the main thread reads requests; ``reaper``, ``tracker``, ``LogGuard.run``,
+``owner_watch`` and the control server run beside it; each stop request gets its own
+thread.  ``self.lock`` guards the provider table; ``spawn_lock`` (taken first) keeps the
+reaper out of ``Popen``'s way.
+
+It imports only the standard library and hostconsole's process modules: it must start fast
+and keep running when the kernel's environment is broken.
 """
 
 from __future__ import annotations
@@ -27,16 +37,16 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from . import _proc
-from ._proc import ProcId
-from ._stop import Finder, Target, order_for_stop, stop_levels
+from . import _logfiles, _proc, registry
+from ._proc import ProcId, ProcStat
+from ._stop import Deadline, Finder, Outcome, Target, order_for_stop, stop_levels
+from ._watchdog_control import ControlServer, bind_unix
 from ._wire import Channel
+from .spec import ProviderSpec
 
 TRACK_INTERVAL = 0.5
-CONTROL_TIMEOUT = 120.0
-LOG_CHECK_INTERVAL = 0.1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -46,22 +56,25 @@ def _set_subreaper() -> bool:
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 class Provider:
-    def __init__(self, name, popen, main: ProcId, stop_signal, stop_timeout, requires):
-        self.name = name
+    """One provider as the watchdog knows it."""
+
+    def __init__(self, spec: ProviderSpec, popen: Optional[subprocess.Popen], main: ProcId):
+        self.spec = spec
         self.popen = popen  # None for a provider adopted from a watchdog that died
         self.main = main
-        self.stop_signal = stop_signal
-        self.stop_timeout = stop_timeout
-        self.requires = list(requires)
         self.status: Optional[int] = None  # raw wait status once reaped
-        self.target = Target(name, main, main.pid, stop_signal, stop_timeout)
+        self.target = Target(spec.name, main, main.pid, spec.stop_signal, spec.stop_timeout)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
-class Shepherd:
+class Watchdog:
     def __init__(self, channel: Channel, host_id: str, owner: Optional[ProcId], report_path: Optional[str]):
         self.ch = channel
         self.host_id = host_id
@@ -74,18 +87,19 @@ class Shepherd:
         self.child_event = threading.Event()
         self.providers: Dict[str, Provider] = {}
         self.by_pid: Dict[int, Provider] = {}  # main pid -> provider, until reaped
-        self.logs: Dict[str, int] = {}  # log path -> size cap
+        self.base_env: Dict[str, str] = dict(os.environ)
         self.finder = Finder(host_id, self._universe)
+        self.cpu = _proc.CpuSampler()
+        self.deadlines: Dict[int, Deadline] = {}  # stop operation id -> its deadline
         self._finished = threading.Event()
         self._finishing = threading.Lock()
+        self.logs = _logfiles.LogGuard(self._finished)
         self.goodbye = False
-        self.control_sock = None
-        self._controls: Dict[int, list] = {}
-        self._next_control = 0
+        self.control: Optional[ControlServer] = None
 
     # --- what belongs to us -------------------------------------------------------------
 
-    def _universe(self):
+    def _universe(self) -> Dict[int, ProcStat]:
         # Our subtree, plus the trees of adopted providers (not our children: they were
         # re-parented elsewhere when their first watchdog died).
         roots = [self.me]
@@ -97,11 +111,11 @@ class Shepherd:
         tree.pop(self.me, None)
         return tree
 
-    def find(self, targets, rest=None):
+    def find(self, targets: List[Target], rest: Optional[Target] = None) -> Dict[int, ProcStat]:
         with self.lock:
             return self.finder.find(targets, rest)
 
-    def status_of(self, target: Target, wait: float = 1.0):
+    def status_of(self, target: Target, wait: float = 1.0) -> Tuple[Optional[int], Optional[str]]:
         """Exit code and signal name of a target's main process, once the reaper has it."""
         deadline = time.monotonic() + wait
         with self.lock:
@@ -114,7 +128,7 @@ class Shepherd:
 
     # --- threads ------------------------------------------------------------------------
 
-    def reaper(self):
+    def reaper(self) -> None:
         while not self._finished.is_set():
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
@@ -142,39 +156,40 @@ class Shepherd:
             if reaped:
                 self._on_reaped(reaped)
 
-    def _on_reaped(self, reaped):
+    def _on_reaped(self, reaped: List[Tuple[int, int]]) -> None:
         events = []
         with self.lock:
             for pid, status in reaped:
                 prov = self.by_pid.pop(pid, None)  # an orphan we reaped is nobody's main
                 if prov is not None and prov.status is None:
                     prov.status = status
-                    prov.popen.returncode = os.waitstatus_to_exitcode(status)
+                    if prov.popen is not None:
+                        prov.popen.returncode = os.waitstatus_to_exitcode(status)
                     code, sig = _decode(status)
                     events.append({"ev": "exit", "name": prov.name, "pid": pid, "start": prov.main.start,
                                    "exit_code": code, "signal": sig})
             self.reaped.notify_all()
             if events:  # one write for the lot, still under the lock: after any spawn reply
-                try:
-                    self.ch.send_many(events)
-                except OSError:
-                    pass
+                self._send_many(events)
 
-    def tracker(self):
+    def tracker(self) -> None:
         """Keep each provider's membership current, so a descendant that later escapes
-        (double fork, setsid, cleared environment) is already known to be the provider's."""
+        (double fork, setsid, cleared environment) is already known to be the provider's;
+        and keep CPU samples, so ``ps`` figures are true on the first look."""
         while not self._finished.wait(TRACK_INTERVAL):
             with self.lock:
                 targets = [p.target for p in self.providers.values()
                            if (p.status is None or p.target.members)]
             if targets:
                 try:
-                    self.find(targets)
+                    table = self.find(targets)
+                    self.cpu.percent(table[pid] for t in targets for pid in t.members if pid in table)
+                    self.cpu.forget_all_but(st.ident for st in table.values())
                 except Exception as e:  # never let tracking kill the watchdog
                     print(f"hostconsole watchdog: tracking failed: {e!r}", flush=True)
             self._check_adopted()
 
-    def _check_adopted(self):
+    def _check_adopted(self) -> None:
         """Adopted providers are not our children: notice their end by looking."""
         events = []
         with self.lock:
@@ -185,88 +200,9 @@ class Shepherd:
                                    "exit_code": None, "signal": None, "unknown": True})
             self.reaped.notify_all()
             if events:
-                try:
-                    self.ch.send_many(events)
-                except OSError:
-                    pass
+                self._send_many(events)
 
-    def log_guard(self):
-        """Keep every log under its cap: past it, keep its last cap bytes as NAME.log.1 and
-        truncate NAME.log (providers write with O_APPEND, so they carry on at the new end).
-        Like logrotate's copytruncate, output written during the copy can be lost.  Disk
-        use stays below twice the cap plus what a provider writes in ~10 ms."""
-        pause = LOG_CHECK_INTERVAL
-        while not self._finished.wait(pause):
-            with self.lock:
-                logs = list(self.logs.items())
-            rotated = False
-            for path, cap in logs:
-                try:
-                    if os.stat(path).st_size > cap:
-                        rotate_log(path, cap)
-                        rotated = True
-                except OSError:
-                    pass  # deleted under us, or the disk is full: nothing better to do here
-            # A provider writing as fast as it can overshoots by what it writes in one
-            # pause: look again soon while one is that busy.
-            pause = LOG_CHECK_INTERVAL / 10 if rotated else LOG_CHECK_INTERVAL
-
-    def control_server(self):
-        """Serve ``hostconsole stop`` and friends on the host's control socket.
-
-        Requests are relayed to the host, which does the work itself (so its own view of
-        its providers stays true) and answers through us.  Only this user may connect: the
-        socket lives in the 0700 host directory, and the peer's uid is checked too."""
-        srv = self.control_sock
-        while not self._finished.is_set():
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve_control, args=(conn,), daemon=True).start()
-
-    def _serve_control(self, conn):
-        import socket as _socket
-        import struct
-
-        with conn:
-            try:
-                if hasattr(_socket, "SO_PEERCRED"):
-                    _, uid, _ = struct.unpack("3i", conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED,
-                                                                    struct.calcsize("3i")))
-                    if uid != os.getuid():
-                        return
-                conn.settimeout(10)
-                req = json.loads(conn.makefile("rb").readline() or b"{}")
-                op = req.get("op")
-                if op == "ping":
-                    answer = {"ok": True, "host": self.host_id, "pid": self.me}
-                elif op == "purge":
-                    answer = self._ask_host({"op": "purge", "timeout": req.get("timeout")})
-                else:
-                    answer = {"ok": False, "error": f"unknown control request {op!r}"}
-                conn.settimeout(None)
-                conn.sendall(json.dumps(answer).encode() + b"\n")
-            except (OSError, ValueError):
-                pass
-
-    def _ask_host(self, request):
-        with self.lock:
-            self._next_control += 1
-            cid = self._next_control
-            slot = [threading.Event(), None]
-            self._controls[cid] = slot
-        self._send({"ev": "control", "cid": cid, **request})
-        if not slot[0].wait(CONTROL_TIMEOUT):
-            with self.lock:
-                self._controls.pop(cid, None)
-            return {"ok": False, "error": "the host did not answer in time"}
-        reply = slot[1]
-        if reply is None:
-            return {"ok": False, "error": "the host went away"}
-        return {k: v for k, v in reply.items() if k not in ("op", "id", "cid")}
-
-    def owner_watch(self):
+    def owner_watch(self) -> None:
         if self.owner is None:
             return
         fd = None
@@ -290,18 +226,22 @@ class Shepherd:
 
     # --- requests -----------------------------------------------------------------------
 
-    def _send(self, msg):
-        try:
-            self.ch.send(msg)
-        except OSError:
-            pass
+    def _send(self, msg: Dict[str, Any]) -> None:
+        self._send_many([msg])
 
-    def handle(self, msg):
+    def _send_many(self, msgs: List[Dict[str, Any]]) -> None:
+        try:
+            self.ch.send_many(msgs)
+        except OSError:
+            pass  # the owner is gone: its end of the story is ours to finish
+
+    def handle(self, msg: Dict[str, Any]) -> None:
         if "malformed" in msg:
             print(f"hostconsole watchdog: skipping a malformed request: {msg['malformed']!r}", flush=True)
             return
         op = msg.get("op")
         rid = msg.get("id")
+        reply: Dict[str, Any]
         try:
             if op == "spawn":
                 self.spawn(msg)  # replies itself: see there
@@ -312,6 +252,15 @@ class Shepherd:
                 except RuntimeError:  # no thread to spare (a process limit): stop from here
                     self._stop_request(rid, msg)
                 return
+            elif op == "tighten":
+                with self.lock:
+                    dl = self.deadlines.get(msg["stop"])
+                if dl is not None:
+                    dl.tighten(msg.get("within"))
+                reply = {}
+            elif op == "env":
+                self.base_env = dict(msg["base"])
+                reply = {}
             elif op == "adopt":
                 reply = self.adopt(msg)
             elif op == "tree":
@@ -322,11 +271,8 @@ class Shepherd:
                 self.goodbye = True
                 reply = {}
             elif op == "control_done":
-                with self.lock:
-                    slot = self._controls.pop(msg.get("cid"), None)
-                if slot is not None:
-                    slot[1] = msg
-                    slot[0].set()
+                if self.control is not None:
+                    self.control.answered(msg)
                 reply = {}
             else:
                 raise ValueError(f"unknown op {op!r}")
@@ -339,17 +285,21 @@ class Shepherd:
             reply["re"] = rid
             self._send(reply)
 
-    def spawn(self, msg):
-        name = msg["name"]
+    def spawn(self, msg: Dict[str, Any]) -> None:
+        spec = ProviderSpec.from_wire(msg["spec"])
         with self.lock:
-            old = self.providers.get(name)
+            old = self.providers.get(spec.name)
             if old is not None and old.status is None and _proc.alive(old.main):
-                raise ValueError(f"provider {name!r} is still running in the watchdog")
-        log = open(msg["log"], "ab", buffering=0)
+                raise ValueError(f"provider {spec.name!r} is still running in the watchdog")
+        env = dict(self.base_env)
+        env.pop("HOSTCONSOLE_PROVIDER", None)
+        env.update(spec.env)
+        env.update(msg["markers"])
+        log, offset = _logfiles.open_for_run(msg["log"], spec.name, int(msg.get("run") or 1))
         try:
             with self.spawn_lock:
                 popen = subprocess.Popen(
-                    msg["argv"], env=msg["env"], cwd=msg.get("cwd") or None,
+                    list(spec.argv), env=env, cwd=spec.cwd,
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True,
                 )
@@ -357,62 +307,74 @@ class Shepherd:
                 # entry (a zombie at worst) still names it -- and by the time the reaper
                 # can, the provider is registered and the host has its reply: an exit
                 # event never overtakes the reply that announces the pid.
-                main = _proc.identity(popen.pid)
-                prov = Provider(name, popen, main, msg["stop_signal"], msg["stop_timeout"], msg.get("requires", ()))
+                main = _proc.identity(popen.pid) or ProcId(popen.pid, 0)
+                prov = Provider(spec, popen, main)
                 with self.lock:
-                    self.providers[name] = prov
+                    self.providers[spec.name] = prov
                     self.by_pid[main.pid] = prov
-                    if msg.get("log_max"):
-                        self.logs[msg["log"]] = int(msg["log_max"])
-                    self._send({"re": msg["id"], "pid": main.pid, "start": main.start, "pgid": main.pid})
+                    self.logs.watch(msg["log"], msg.get("log_max"))
+                    self._send({"re": msg["id"], "pid": main.pid, "start": main.start, "log_offset": offset})
         finally:
-            log.close()
+            os.close(log)
         self.child_event.set()
 
-    def adopt(self, msg):
+    def adopt(self, msg: Dict[str, Any]) -> Dict[str, Any]:
         """Guard a running provider that another watchdog (now dead) spawned."""
-        main = ProcId(msg["pid"], msg["start"])
+        spec = ProviderSpec.from_wire(msg["spec"])
+        main = ProcId(*msg["main"])
         if not _proc.alive(main):
-            raise ValueError(f"provider {msg['name']!r} (pid {main.pid}) is not running")
-        prov = Provider(msg["name"], None, main, msg["stop_signal"], msg["stop_timeout"], msg.get("requires", ()))
+            raise ValueError(f"provider {spec.name!r} (pid {main.pid}) is not running")
+        prov = Provider(spec, None, main)
         for pid, start in msg.get("members", ()):
             prov.target.members[pid] = ProcId(pid, start)
         with self.lock:
-            self.providers[prov.name] = prov
-            if msg.get("log") and msg.get("log_max"):
-                self.logs[msg["log"]] = int(msg["log_max"])
-        return {"adopted": prov.name}
+            self.providers[spec.name] = prov
+            if msg.get("log"):
+                self.logs.watch(msg["log"], msg.get("log_max"))
+        return {"adopted": spec.name}
 
-    def trees(self, names):
+    def trees(self, names: Optional[List[str]]) -> Dict[str, Any]:
+        """Every live member of each provider, with its CPU %: [[pid, start, cpu], ...]."""
         with self.lock:
-            provs = [p for n, p in self.providers.items() if names is None or n in names]
-            targets = [p.target for p in provs]
-        self.find(targets)
-        return {"trees": {t.name: sorted([pid, ident.start] for pid, ident in t.members.items()) for t in targets}}
+            targets = [p.target for n, p in self.providers.items() if names is None or n in names]
+        table = self.find(targets)
+        with self.lock:
+            cpu = self.cpu.percent(table[pid] for t in targets for pid in t.members if pid in table)
+        return {"trees": {t.name: sorted([pid, ident.start, cpu.get(ident, 0.0)] for pid, ident in t.members.items())
+                          for t in targets}}
 
-    def _stop_request(self, rid, msg):
+    def _stop_request(self, rid: Any, msg: Dict[str, Any]) -> None:
+        dl = Deadline(msg.get("within"))
+        key = msg.get("stop")
+        if key is not None:
+            with self.lock:
+                self.deadlines[key] = dl
         try:
             rest = None
             if msg.get("sweep"):
                 # A purge: everything under the watchdog is the host's, attributed or not.
                 rest = Target("(unattributed)", None, None, signal.SIGTERM, 1.0)
-            outcomes = self.stop(msg["levels"], msg.get("within"), rest=rest)
-            reply = {"report": [o.as_dict() for o in outcomes]}
+            outcomes = self.stop(msg["levels"], dl, rest=rest)
+            reply: Dict[str, Any] = {"report": [o.as_dict() for o in outcomes]}
         except Exception as e:  # the host falls back to stopping by itself
             reply = {"error": {"type": type(e).__name__, "message": str(e)}}
+        finally:
+            with self.lock:
+                self.deadlines.pop(key, None)
         reply["re"] = rid
         self._send(reply)
 
-    def stop(self, names_by_level, within=None, rest=None):
+    def stop(self, names_by_level: List[List[str]], deadline: Optional[Deadline] = None,
+             rest: Optional[Target] = None) -> List[Outcome]:
         levels = []
         with self.lock:
             for names in names_by_level:
                 levels.append([self.providers[n].target for n in names if n in self.providers])
-        return stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest, within=within)
+        return stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest, deadline=deadline)
 
     # --- the end ------------------------------------------------------------------------
 
-    def finish(self, reason: str):
+    def finish(self, reason: str) -> None:
         """Stop everything under us, record what happened, and mark the watchdog done."""
         with self._finishing:
             if self._finished.is_set():
@@ -420,89 +382,35 @@ class Shepherd:
             t0 = time.monotonic()
             with self.lock:
                 names = list(self.providers)
-                requires = {n: p.requires for n, p in self.providers.items()}
-            rest = Target("(unattributed)", None, None, signal.SIGTERM,
-                          max([p.stop_timeout for p in self.providers.values()] + [1.0]))
+                requires = {n: p.spec.requires for n, p in self.providers.items()}
+                longest = max([p.spec.stop_timeout for p in self.providers.values()] + [1.0])
+            rest = Target("(unattributed)", None, None, signal.SIGTERM, longest)
             outcomes = self.stop(order_for_stop(names, requires), rest=rest)
             report = {"host": self.host_id, "reason": reason, "goodbye": self.goodbye,
                       "seconds": round(time.monotonic() - t0, 4),
                       "outcomes": [o.as_dict() for o in outcomes if o.outcome != "gone"]}
             print(f"hostconsole watchdog {self.host_id}: {json.dumps(report)}", flush=True)
             if self.report_path and report["outcomes"]:
-                _write_json(self.report_path, report)
+                try:
+                    registry.write_atomic(self.report_path, report)  # type: ignore[arg-type]
+                except OSError as e:
+                    print(f"hostconsole watchdog: cannot write its report: {e}", flush=True)
             self._finished.set()
-            self._close_control()
-
-    def _close_control(self):
-        if self.control_sock is not None:
-            try:
-                self.control_sock.close()
-            except OSError:
-                pass
-        with self.lock:
-            waiting, self._controls = self._controls, {}
-        for slot in waiting.values():
-            slot[0].set()
+            if self.control is not None:
+                self.control.close()
 
 
 class _LockedFinder(Finder):
-    """The shepherd's finder, shared by the tracker and every stop (hence the lock)."""
+    """The watchdog's finder, shared by the tracker and every stop (hence the lock)."""
 
-    def __init__(self, shepherd: Shepherd):
-        self._s = shepherd
+    def __init__(self, watchdog: Watchdog):
+        self._w = watchdog
 
-    def find(self, targets, rest=None):
-        return self._s.find(targets, rest)
-
-
-def bind_unix(path: str):
-    """A listening unix socket at ``path``, mode 0600.
-
-    Bound by its name relative to its directory: a full path longer than sun_path
-    (108 bytes) would not fit.  Call while single-threaded (it changes directory)."""
-    import socket
-
-    directory, name = os.path.split(path)
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    here = os.open(".", os.O_RDONLY)
-    try:
-        os.chdir(directory or ".")
-        old_umask = os.umask(0o177)
-        try:
-            sock.bind(name)
-        finally:
-            os.umask(old_umask)
-    finally:
-        os.fchdir(here)
-        os.close(here)
-    sock.listen(16)
-    return sock
+    def find(self, targets: Any, rest: Optional[Target] = None) -> Dict[int, ProcStat]:
+        return self._w.find(targets, rest)
 
 
-def rotate_log(path: str, cap: int) -> None:
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - cap))
-        data = f.read(cap)
-    # Truncate at once: what a provider writes between our read and the truncate is lost
-    # (copytruncate's price), so keep that window to two system calls.
-    os.truncate(path, 0)
-    nl = data.find(b"\n")
-    if 0 <= nl < len(data) - 1:
-        data = data[nl + 1:]  # start the kept part at a whole line
-    old = path + ".1"
-    tmp = f"{old}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, old)
-
-
-def _decode(status):
+def _decode(status: Optional[int]) -> Tuple[Optional[int], Optional[str]]:
     if status is None:
         return None, None
     code = os.waitstatus_to_exitcode(status)
@@ -511,15 +419,7 @@ def _decode(status):
     return code, None
 
 
-def _write_json(path, obj):
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-
-
-def main(argv=None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="hostconsole-watchdog")
     ap.add_argument("--fd", type=int, required=True)
     ap.add_argument("--host-id", required=True)
@@ -542,20 +442,22 @@ def main(argv=None) -> int:
     if args.owner:
         pid, start = args.owner.split(":")
         owner = ProcId(int(pid), int(start))
-    shep = Shepherd(channel, args.host_id, owner, args.report)
+    wd = Watchdog(channel, args.host_id, owner, args.report)
     if args.control:
-        shep.control_sock = bind_unix(args.control)
+        wd.control = ControlServer(bind_unix(args.control), args.host_id,
+                                   {"ping": lambda req: {"pid": wd.me}, "tree": lambda req: wd.trees(None)},
+                                   wd._send)
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
     # A watchdog told to terminate stops its providers first, like any service manager.
     for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, on_signal)
 
-    threads = [shep.reaper, shep.tracker, shep.log_guard, shep.owner_watch]
-    if shep.control_sock is not None:
-        threads.append(shep.control_server)
+    threads = [wd.reaper, wd.tracker, wd.logs.run, wd.owner_watch]
+    if wd.control is not None:
+        threads.append(wd.control.serve)
     try:
         for fn in threads:
             threading.Thread(target=fn, daemon=True).start()
@@ -565,20 +467,20 @@ def main(argv=None) -> int:
         return 1
     reason = "owner closed the channel"
     try:
-        shep._send({"ev": "ready", "pid": os.getpid()})
+        wd._send({"ev": "ready", "pid": os.getpid()})
         while True:
             msg = channel.recv()
             if msg is None:
                 break
-            shep.handle(msg)
+            wd.handle(msg)
     except SystemExit as e:
-        reason = f"watchdog received signal {e.code - 128}"
+        reason = f"watchdog received signal {int(e.code or 128) - 128}"
     finally:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
-        if shep.goodbye:
+        if wd.goodbye:
             reason = "host shut down"
-        shep.finish(reason)
+        wd.finish(reason)
         channel.close()
     return 0
 

@@ -1,0 +1,210 @@
+"""Observation: ``ps`` records, live figures of process trees, and the scan of marked processes.
+
+One builder (``ps_record``) makes every ``ps`` record, for ``Host.ps()`` and for
+``hostconsole ps`` alike, from a ``registry.ProviderRecord`` (what a host publishes, and
+what ``Provider.record()`` returns) and the figures of its tree.  Trees and their CPU %
+come from the watchdog when it is there (it samples CPU as it tracks members, so the first
+look is true); ``tree_figures`` adds memory, process count and listening ports the same way
+for every caller.  States are always the SPEC's: a dead host's provider is ``stopped``
+once nothing of it runs, and the host's own liveness is the host record's ``alive``.
+
+``scan_marked`` is the one pass over the process table that finds marked processes, for
+reap, port diagnosis and the CLI.
+
+No locks of the host are taken here; callers pass plain values.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+
+from . import _proc
+from ._proc import ProcId
+from .registry import ProviderRecord
+from .state import State
+
+Member = Tuple[ProcId, float]  # a process of a tree, and its CPU %
+EMPTY_FIGURES: Dict[str, Any] = {"cpu_percent": 0.0, "rss": 0, "nprocs": 0, "ports": []}
+LIVE_STATES = (State.STARTING, State.RUNNING, State.STOPPING)
+
+
+def members_from_wire(rows: Iterable[Sequence[Any]]) -> List[Member]:
+    """The watchdog's ``[[pid, start, cpu], ...]`` as members."""
+    out = []
+    for row in rows:
+        pid, start = int(row[0]), int(row[1])
+        out.append((ProcId(pid, start), float(row[2]) if len(row) > 2 else 0.0))
+    return out
+
+
+# --- figures ------------------------------------------------------------------------------
+
+if _proc.LINUX:
+    _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(pid: int) -> Optional[int]:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _listening() -> Dict[int, int]:
+        """socket inode -> port, for every listening TCP socket of the machine."""
+        out: Dict[int, int] = {}
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table, "rb") as f:
+                    next(f, None)
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) > 9 and parts[3] == b"0A":  # TCP_LISTEN
+                            out[int(parts[9])] = int(parts[1].rsplit(b":", 1)[1], 16)
+            except OSError:
+                pass
+        return out
+
+    def _ports(pid: int, listening: Mapping[int, int]) -> Set[int]:
+        found: Set[int] = set()
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            return found
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                port = listening.get(int(link[8:-1]))
+                if port is not None:
+                    found.add(port)
+        return found
+
+else:  # psutil supplies the same facts elsewhere
+
+    def _rss(pid: int) -> Optional[int]:
+        import psutil
+
+        try:
+            return int(psutil.Process(pid).memory_info().rss)
+        except psutil.Error:
+            return None
+
+    def _listening() -> Dict[int, int]:
+        return {}
+
+    def _ports(pid: int, listening: Mapping[int, int]) -> Set[int]:
+        import psutil
+
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return set()
+        return {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+
+
+def tree_figures(trees: Mapping[str, Sequence[Member]]) -> Dict[str, Dict[str, Any]]:
+    """CPU %, RSS, process count and listening TCP ports of each tree, in one pass.
+
+    A member counts as a process of its tree even where its memory cannot be read
+    (another user's process): both ``ps`` paths count trees the same way."""
+    listening = _listening() if any(trees.values()) else {}
+    out = {}
+    for name, members in trees.items():
+        cpu, rss, n, ports = 0.0, 0, 0, set()
+        for ident, pct in members:
+            if not _proc.alive(ident):
+                continue
+            n += 1
+            cpu += pct
+            rss += _rss(ident.pid) or 0
+            ports |= _ports(ident.pid, listening)
+        out[name] = {"cpu_percent": round(cpu, 1), "rss": rss, "nprocs": n, "ports": sorted(ports)}
+    return out
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+def ps_record(rec: ProviderRecord, figures: Optional[Mapping[str, Any]] = None, *, host_alive: bool = True,
+              now: Optional[float] = None) -> Dict[str, Any]:
+    """The ``ps`` record of one provider (the keys SPEC.md lists, plus ready, restart,
+    error, command)."""
+    figs = dict(figures or EMPTY_FIGURES)
+    state = rec.state
+    if not host_alive and state not in (State.STOPPED, State.EXITED, State.FAILED) and not figs["nprocs"]:
+        state = State.STOPPED  # its host died and its watchdog (or a reap) stopped it
+    live = state in LIVE_STATES and rec.main is not None
+    now = time.time() if now is None else now
+    spec = rec.spec
+    return {
+        "name": rec.name,
+        "kind": rec.kind,
+        "state": state.value,
+        "pid": rec.main.pid if live and rec.main is not None else None,
+        "uptime": max(0.0, now - rec.started) if live and rec.started is not None else None,
+        "restarts": rec.restarts,
+        "exit_code": rec.exit_code,
+        "signal": rec.signal,
+        **figs,
+        "ready": spec.ready.text if spec is not None else None,
+        "restart": spec.restart if spec is not None else None,
+        "error": rec.error,
+        "command": spec.command_line() if spec is not None else None,
+    }
+
+
+# --- marked processes ---------------------------------------------------------------------
+
+
+class Marked(NamedTuple):
+    """A process carrying a host's marker."""
+
+    ident: ProcId
+    uid: Optional[int]
+    host_id: str
+    provider: Optional[str]  # None for a host's watchdog
+    owner: Optional[ProcId]  # from its HOSTCONSOLE_OWNER marker
+    state_dir: Optional[str]
+
+
+def owner_of(markers: Mapping[str, str]) -> Optional[ProcId]:
+    try:
+        pid, start = markers["HOSTCONSOLE_OWNER"].split(":")
+        return ProcId(int(pid), int(start))
+    except (KeyError, ValueError):
+        return None
+
+
+def scan_marked(uid: Optional[int] = None) -> List[Marked]:
+    """Every live process (of ``uid``, if given) that carries ``HOSTCONSOLE_HOST``."""
+    me = os.getpid()
+    out = []
+    for pid in _proc.all_pids():
+        if pid == me:
+            continue
+        owner_uid = _proc.owner_uid(pid)
+        if uid is not None and owner_uid != uid:
+            continue
+        m = _proc.markers(pid)
+        hid = m.get("HOSTCONSOLE_HOST")
+        if not hid:
+            continue
+        st = _proc.stat(pid)
+        if st is None or st.dead:
+            continue
+        out.append(Marked(st.ident, owner_uid, hid, m.get("HOSTCONSOLE_PROVIDER") or None, owner_of(m),
+                          m.get("HOSTCONSOLE_STATE_DIR")))
+    return out
+
+
+def same_dir(a: Optional[str], b: "os.PathLike[str] | str") -> bool:
+    if not a:
+        return False
+    try:
+        return os.path.realpath(a) == os.path.realpath(b)
+    except OSError:
+        return False

@@ -1,0 +1,194 @@
+"""A host session: everything a started host holds, from ``start()`` to ``shutdown()``.
+
+``Host.start()`` makes a ``Session``; ``shutdown()`` closes it and drops it.  While a host
+has none, it is simply not started: nothing outside this module asks "started yet?" of a
+half-made host.  A session owns
+
+* its identity: host id, state dir, host dir (``STATE_DIR/hosts/ID``), the owner's identity
+  and the markers every process of the host carries;
+* its watchdog (``WatchdogClient``) -- and the replacement of a watchdog that died: a new one
+  is started and adopts the running providers (at most ``REARM_LIMIT`` times a minute);
+* its registry writer (``RegistryPublisher``);
+* the run counter of each provider name (the run headers of its log).
+
+Threads: the watchdog's reader delivers ``on_exit``/``on_lost``; ``on_control`` runs on a
+thread of its own; a replacement watchdog is started on ``hostconsole-rearm``.  The table's
+lock guards ``watchdog``, ``watchdog_lost`` and ``closing``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+from . import _proc, _statedir, registry
+from ._logfiles import log_name
+from ._proc import ProcId
+from ._publish import RegistryPublisher
+from ._stop import Finder, Target, user_universe
+from ._watchdog_client import WatchdogClient, WatchdogListener, WatchdogLost, start_thread
+from .errors import HostError
+from .provider import ProviderTable
+from .state import ACTIVE
+
+REARM_LIMIT, REARM_WINDOW = 3, 60.0  # new watchdogs after a loss, at most this many a minute
+
+
+class Session(WatchdogListener):
+    def __init__(self, state_dir: Path, table: ProviderTable, *, log_max_bytes: int,
+                 on_exit: Callable[[Dict[str, Any]], None],
+                 on_control: Callable[[Dict[str, Any]], Dict[str, Any]],
+                 snapshot: Callable[["Session"], Optional[registry.HostRecord]]):
+        self.table = table
+        self.log_max_bytes = log_max_bytes
+        self._on_exit = on_exit
+        self._on_control = on_control
+        self.state_dir = state_dir
+        hosts = _statedir.private_dir(state_dir / "hosts", "hosts directory")
+        owner = _proc.identity(os.getpid())
+        if owner is None:
+            raise HostError("cannot read this process's own identity from the process table")
+        self.owner: ProcId = owner
+        self.host_id = secrets.token_hex(4)
+        self.host_dir = _statedir.private_dir(hosts / self.host_id, "host directory")
+        _statedir.private_dir(self.host_dir / "logs", "log directory")
+        self.started_wall = time.time()
+        self.runs: Dict[str, int] = {}
+        self.cpu = _proc.CpuSampler()  # for figures gathered without the watchdog
+        self.closing = False
+        self.watchdog_lost = False
+        self._rearms: List[float] = []
+        try:
+            self.watchdog: WatchdogClient = self._new_watchdog()
+        except BaseException:
+            _statedir.remove_tree(self.host_dir)
+            raise
+        self.publisher = RegistryPublisher(self.host_dir, lambda: snapshot(self))
+
+    def markers(self, name: Optional[str]) -> Dict[str, str]:
+        """The environment that makes a process recognisably this host's.
+
+        HOSTCONSOLE_OWNER (pid:start of the owning process) lets anyone decide whether the
+        host is alive from the process alone, with no registry; HOSTCONSOLE_STATE_DIR says
+        which state directory's reap may judge it.
+        """
+        m = {
+            "HOSTCONSOLE_HOST": self.host_id,
+            "HOSTCONSOLE_OWNER": f"{self.owner.pid}:{self.owner.start}",
+            "HOSTCONSOLE_STATE_DIR": str(self.state_dir),
+        }
+        if name is not None:
+            m["HOSTCONSOLE_PROVIDER"] = name
+        return m
+
+    def log_path(self, name: str) -> Path:
+        # Someone may have deleted the state (a cleanup script, rm -rf): make it again
+        # rather than fail every start from now on.
+        return _statedir.private_dir(self.host_dir / "logs", "log directory") / log_name(name)
+
+    def next_run(self, name: str) -> int:
+        self.runs[name] = self.runs.get(name, 0) + 1
+        return self.runs[name]
+
+    def request(self, op: str, **fields: Any) -> Dict[str, Any]:
+        wd = self.watchdog
+        if self.watchdog_lost or wd.lost:
+            raise HostError("the host's watchdog is gone; restart the host (shutdown, then start)")
+        try:
+            return wd.request(op, **fields)
+        except WatchdogLost:
+            raise HostError("the host's watchdog is gone; restart the host (shutdown, then start)") from None
+
+    def close(self) -> None:
+        """Release everything (the providers are already stopped)."""
+        self.publisher.close()
+        self.watchdog.close()
+        _statedir.remove_tree(self.host_dir)
+
+    # --- the watchdog -------------------------------------------------------------------
+
+    def _new_watchdog(self) -> WatchdogClient:
+        return WatchdogClient(self, host_id=self.host_id, host_dir=self.host_dir, markers=self.markers(None),
+                              owner=self.owner)
+
+    def on_exit(self, event: Dict[str, Any]) -> None:
+        self._on_exit(event)
+
+    def on_control(self, client: WatchdogClient, request: Dict[str, Any]) -> None:
+        """A request from outside (``hostconsole stop``), relayed by the watchdog."""
+        try:
+            answer = self._on_control(request)
+        except Exception as e:
+            answer = {"ok": False, "error": str(e)}
+        try:
+            client.request("control_done", cid=request.get("cid"), **answer)
+        except (HostError, WatchdogLost):
+            pass
+
+    def on_lost(self, client: WatchdogClient) -> None:
+        with self.table.lock:
+            if self.watchdog is not client or self.closing:
+                return
+            self.watchdog_lost = True
+            now = time.monotonic()
+            self._rearms = [t for t in self._rearms if now - t < REARM_WINDOW]
+            rearm = len(self._rearms) < REARM_LIMIT
+            if rearm:
+                self._rearms.append(now)
+            print(
+                f"hostconsole: host {self.host_id}: its watchdog (pid {client.pid}) is gone; "
+                + ("starting a new one to take over the running providers" if rearm else
+                   f"not restarting it again ({REARM_LIMIT} times within {REARM_WINDOW:g}s); providers "
+                   f"keep running and are stopped by this host's shutdown, or by the next reap"),
+                file=sys.stderr,
+            )
+            if rearm:
+                start_thread(self._rearm, client, name="hostconsole-rearm")
+            self.table.notify()
+
+    def _rearm(self, lost: WatchdogClient) -> None:
+        """A new watchdog for a host whose watchdog died, adopting its running providers:
+        crash safety comes back without a restart.  Their trees are found by marker, as
+        the old watchdog's tracking went with it."""
+        with self.table.lock:
+            if self.watchdog is not lost or self.closing:
+                return
+        try:
+            wd = self._new_watchdog()
+        except Exception as e:
+            print(f"hostconsole: host {self.host_id}: no new watchdog: {e}", file=sys.stderr)
+            return
+        with self.table.lock:
+            if self.watchdog is not lost or self.closing:
+                wd.close(timeout=2.0)
+                return
+            provs = [p for p in self.table.providers.values()
+                     if p.main is not None and p.state in ACTIVE and p._stopping is None]
+            adopt = [(p.spec, p.main, p.log_path) for p in provs]
+        targets = [Target(spec.name, main, main.pid, spec.stop_signal, spec.stop_timeout) for spec, main, _ in adopt
+                   if main is not None]
+        Finder(self.host_id, user_universe).find(targets)
+        adopted = 0
+        for (spec, main, log), t in zip(adopt, targets):
+            assert main is not None
+            try:
+                reply = wd.request("adopt", spec=spec.to_wire(), main=list(main),
+                                   members=[list(i) for i in t.members.values()],
+                                   log=str(log) if log else None, log_max=self.log_max_bytes)
+                adopted += "adopted" in reply
+            except (WatchdogLost, HostError):
+                return  # that one died too: its own loss handler takes it from here
+        with self.table.lock:
+            if self.watchdog is lost and not self.closing:
+                self.watchdog = wd
+                self.watchdog_lost = False
+                self.table.notify()
+            else:
+                wd.close(timeout=2.0)
+                return
+        print(f"hostconsole: host {self.host_id}: new watchdog (pid {wd.pid}) took over {adopted} provider(s)",
+              file=sys.stderr)
