@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, Optional, Union
+from typing import Callable, Dict, Generator, Optional, Union
 
 HEADER_PREFIX = b"--- hostconsole: "
 CHECK_INTERVAL = 0.1
@@ -165,7 +165,7 @@ def _tail(path: PathLike, n: int, end: Optional[int] = None, start: int = 0) -> 
 
 
 def follow(path_of: Callable[[], Optional[Path]], n: int, poll: float = 0.1,
-           sleep: Callable[[float], None] = time.sleep) -> Iterator[str]:
+           sleep: Callable[[float], None] = time.sleep) -> Generator[str, None, None]:
     """The last ``n`` lines, then new output as it is written, for ever.  ``path_of`` is
     asked for the path each round (a provider run again writes to the same file; a log
     rotated or truncated is read again from its start)."""

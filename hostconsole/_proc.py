@@ -132,7 +132,7 @@ else:  # macOS and other POSIX: psutil supplies what /proc would.
             return []
 
     def all_pids() -> List[int]:
-        return psutil.pids()
+        return list(psutil.pids())
 
     def markers(pid: int) -> Dict[str, str]:
         try:
@@ -143,7 +143,7 @@ else:  # macOS and other POSIX: psutil supplies what /proc would.
 
     def owner_uid(pid: int) -> Optional[int]:
         try:
-            return psutil.Process(pid).uids().real
+            return int(psutil.Process(pid).uids().real)
         except psutil.Error:
             return None
 
@@ -210,10 +210,10 @@ def descendants(roots: Iterable[int], table: Optional[Dict[int, ProcStat]] = Non
         pid = todo.pop()
         if pid in found:
             continue
-        st = stat(pid)
-        if st is None:
+        seen = stat(pid)
+        if seen is None:
             continue
-        found[pid] = st
+        found[pid] = seen
         todo.extend(children(pid))
     return found
 

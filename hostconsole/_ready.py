@@ -56,6 +56,7 @@ NONE = ReadySpec()
 
 class PortReady(ReadySpec):
     kind = "port"
+    port: int
 
     def __init__(self, text: str, port: int):
         self.text, self.port = text, port
@@ -63,7 +64,7 @@ class PortReady(ReadySpec):
     def describe(self) -> str:
         return f"port {self.port} to accept connections"
 
-    def check(self, log_path, log_offset, deadline_left):
+    def check(self, log_path: Optional[Path], log_offset: int, deadline_left: float) -> bool:
         return port_open(self.port)
 
 

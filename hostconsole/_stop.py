@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import _proc
 from ._proc import ProcId, ProcStat
@@ -51,7 +51,7 @@ class Target:
     host_id: Optional[str] = None
     marker: Optional[str] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.main is not None:
             self.members.setdefault(self.main.pid, self.main)
 
@@ -90,7 +90,7 @@ class Outcome:
     seconds: float = 0.0
     survivors: List[int] = field(default_factory=list)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> Dict[str, object]:
         return {
             "name": self.name,
             "outcome": self.outcome,
@@ -235,7 +235,7 @@ def _stop_level(targets: List[Target], finder: Finder,
 
     killed_at: Dict[int, float] = {}
     done: Dict[int, Outcome] = {}
-    signalled: Dict[int, set] = {}  # per target: members that have had the stop signal
+    signalled: Dict[int, Set[ProcId]] = {}  # per target: members that have had the stop signal
     for t in targets:
         if not t.members:
             done[id(t)] = Outcome(t.name, "gone")
@@ -299,7 +299,7 @@ def order_for_stop(names: Iterable[str], requires: Mapping[str, Iterable[str]]) 
     """
     names = list(dict.fromkeys(names))
     pending = set(names)
-    dependents: Dict[str, set] = {n: set() for n in names}
+    dependents: Dict[str, Set[str]] = {n: set() for n in names}
     for n in names:
         for dep in requires.get(n, ()):
             if dep in dependents:

@@ -62,7 +62,7 @@ def _set_subreaper() -> bool:
 class Provider:
     """One provider as the watchdog knows it."""
 
-    def __init__(self, spec: ProviderSpec, popen: Optional[subprocess.Popen], main: ProcId):
+    def __init__(self, spec: ProviderSpec, popen: "Optional[subprocess.Popen[bytes]]", main: ProcId):
         self.spec = spec
         self.popen = popen  # None for a provider adopted from a watchdog that died
         self.main = main
@@ -90,7 +90,7 @@ class Watchdog:
         self.base_env: Dict[str, str] = dict(os.environ)
         self.finder = Finder(host_id, self._universe)
         self.cpu = _proc.CpuSampler()
-        self.deadlines: Dict[int, Deadline] = {}  # stop operation id -> its deadline
+        self.deadlines: Dict[Any, Deadline] = {}  # stop operation id -> its deadline
         self._finished = threading.Event()
         self._finishing = threading.Lock()
         self.logs = _logfiles.LogGuard(self._finished)
@@ -247,16 +247,16 @@ class Watchdog:
                 self.spawn(msg)  # replies itself: see there
                 return
             elif op == "stop":
+                # Its deadline exists before the thread does: a "tighten" right behind this
+                # request must find it.
+                self._deadline(msg.get("stop")).tighten(msg.get("within"))
                 try:
                     threading.Thread(target=self._stop_request, args=(rid, msg), daemon=True).start()
                 except RuntimeError:  # no thread to spare (a process limit): stop from here
                     self._stop_request(rid, msg)
                 return
             elif op == "tighten":
-                with self.lock:
-                    dl = self.deadlines.get(msg["stop"])
-                if dl is not None:
-                    dl.tighten(msg.get("within"))
+                self._deadline(msg.get("stop")).tighten(msg.get("within"))
                 reply = {}
             elif op == "env":
                 self.base_env = dict(msg["base"])
@@ -343,12 +343,17 @@ class Watchdog:
         return {"trees": {t.name: sorted([pid, ident.start, cpu.get(ident, 0.0)] for pid, ident in t.members.items())
                           for t in targets}}
 
+    def _deadline(self, key: Any) -> Deadline:
+        """The deadline of stop operation ``key`` (made on first mention)."""
+        with self.lock:
+            dl = self.deadlines.get(key)
+            if dl is None:
+                dl = self.deadlines[key] = Deadline()
+            return dl
+
     def _stop_request(self, rid: Any, msg: Dict[str, Any]) -> None:
-        dl = Deadline(msg.get("within"))
-        key = msg.get("stop")
-        if key is not None:
-            with self.lock:
-                self.deadlines[key] = dl
+        key = msg.get("stop", 0)
+        dl = self._deadline(key)
         try:
             rest = None
             if msg.get("sweep"):

@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Union
 
 from . import _logfiles, _proc, _statedir, registry
 from ._launch import Launcher, Progress, RestartPolicy
@@ -223,9 +223,8 @@ class Host:
     def __enter__(self) -> "Host":
         return self.start()
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> None:
         self.shutdown()
-        return False
 
     # --- running -------------------------------------------------------------------------
 
@@ -315,8 +314,8 @@ class Host:
             except (WatchdogLost, HostError):
                 pass
         with self._lock:
-            targets = [Target(p.name, p.main, p.main.pid, p.stop_signal, p.stop_timeout)
-                       for p in (self._providers[n] for n in names if n in self._providers) if p.main is not None]
+            targets = [_target(self._providers[n]) for n in names
+                       if n in self._providers and self._providers[n].main is not None]
         table = Finder(session.host_id, user_universe).find(targets)
         cpu = session.cpu.percent(table[pid] for t in targets for pid in t.members if pid in table)
         return {t.name: [(i, cpu.get(i, 0.0)) for i in t.members.values()] for t in targets}
@@ -346,7 +345,7 @@ class Host:
         _check_lines(n)
         return _logfiles.tail(path, n) if path is not None else ""
 
-    def follow(self, name: str, n: int = 10, poll: float = 0.1) -> Iterator[str]:
+    def follow(self, name: str, n: int = 10, poll: float = 0.1) -> Generator[str, None, None]:
         """Yield the last ``n`` lines of a provider's output, then new output as it comes.
 
         Never ends by itself: stop iterating (or interrupt) to stop following.  Follows
@@ -431,7 +430,7 @@ class Host:
         return new
 
     def _stop(self, provs: Sequence[Provider], cap: Optional[float] = None, sweep: bool = False,
-              deadline: Optional[Deadline] = None, inline: bool = False) -> StopReport:
+              purge: Optional[_Purge] = None, inline: bool = False) -> StopReport:
         """The one stop path: stop ``provs`` (each once, however many callers ask)."""
         t0 = time.monotonic()
         cancelled: Dict[str, dict] = {}
@@ -453,7 +452,9 @@ class Host:
                     o.tighten(cap)
                 op = None
                 if mine:
-                    op = StopOp(mine, deadline or Deadline(cap), sweep)
+                    op = StopOp(mine, purge.deadline if purge is not None else Deadline(cap), sweep)
+                    if purge is not None:
+                        purge.op = op  # a purge tightened from now on tightens this
                     for p in mine:
                         p._stopping = op
                         if p.state in ACTIVE and p.state != State.STOPPING:
@@ -494,8 +495,7 @@ class Host:
         if outcomes is None:
             # No watchdog to do it: the same ladder, from here, over this user's processes.
             by_name = {p.name: p for p in op.provs}
-            targets = [[Target(n, by_name[n].main, by_name[n].main.pid if by_name[n].main else None,
-                               by_name[n].stop_signal, by_name[n].stop_timeout) for n in level] for level in levels]
+            targets = [[_target(by_name[n]) for n in level] for level in levels]
             finder = Finder(session.host_id if session else "", user_universe)
             outcomes = [o.as_dict() for o in stop_levels(targets, finder, deadline=op.deadline)]
         result = {o["name"]: o for o in outcomes if o["name"] in names}
@@ -543,7 +543,7 @@ class Host:
         try:
             with self._lock:
                 provs = [p for p in self._providers.values() if p.main is not None or p.state == State.STARTING]
-            return self._stop(provs, sweep=True, deadline=purge.deadline, inline=True)
+            return self._stop(provs, sweep=True, purge=purge, inline=True)
         finally:
             with self._lock:
                 if self._purge is purge:
@@ -603,6 +603,12 @@ class Host:
         with self._lock:
             n = sum(p.state in ACTIVE for p in self._providers.values())
         return f"<hostconsole.Host {self.host_id}: {n} active provider{'s' if n != 1 else ''}, state {self.state_dir}>"
+
+
+def _target(p: Provider) -> Target:
+    """A provider as the stop path sees it."""
+    main = p.main
+    return Target(p.name, main, main.pid if main is not None else None, p.stop_signal, p.stop_timeout)
 
 
 def _check_lines(n: object) -> None:

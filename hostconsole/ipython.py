@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -340,7 +340,7 @@ class HostMagics(Magics):
     def _start(self, args):
         host = _host.get_host()
         wanted = os.path.abspath(os.path.expanduser(args.state_dir)) if args.state_dir else None
-        if host.started:
+        if host.started and host.state_dir is not None:
             if wanted is not None and os.path.realpath(wanted) != os.path.realpath(host.state_dir):
                 raise UsageError(f"%host start: host {host.host_id} already runs with state dir {host.state_dir}; "
                                  f"%host shutdown first to use another")
@@ -426,8 +426,8 @@ class _Hooks:
         # Kernel shutdown and restart requests reach ``do_shutdown`` on the control thread
         # before ipykernel sweeps its own process group and exits: stop providers there,
         # so the request returns only once they are gone (and their ports free).
-        self.kernel = getattr(shell, "kernel", None)
-        self.original = None
+        self.kernel: Any = getattr(shell, "kernel", None)
+        self.original: Any = None
         self.active = True
         if self.kernel is not None and callable(getattr(self.kernel, "do_shutdown", None)):
             self.shadowed = vars(self.kernel).get("do_shutdown")

@@ -21,7 +21,7 @@ import enum
 import os
 import signal
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _proc, _statedir, registry
 from ._observe import Marked, same_dir, scan_marked
@@ -88,7 +88,7 @@ class ReapReport(Table):
         ("seconds", "SECONDS", lambda v: "-" if v is None else f"{v:.3f}"),
     )
 
-    def __init__(self, records: List[dict], removed: Sequence[str] = (), dry_run: bool = False):
+    def __init__(self, records: List[Dict[str, Any]], removed: Sequence[str] = (), dry_run: bool = False):
         super().__init__(records)
         self.removed = list(removed)  # registry entries of dead hosts that were cleaned up
         self.dry_run = dry_run

@@ -315,6 +315,14 @@ BAD_LINES = [
     ("run '' -- sleep 1", "invalid provider name"),
     ("run " + "a" * 65 + " -- sleep 1", "invalid provider name"),
     ("run x -- 'unclosed", "cannot split"),
+    ("run web2 --ready port:1 python -m http.server 1", "missing '--' before the command"),
+    ("run my web -- sleep 100", "a provider name is one word"),
+    ("run x --oneshot --restart always -- true", "restart 'always' would run it for ever"),
+    ("run x --env-file /nonexistent/.env -- sleep 1", "env file /nonexistent/.env does not exist"),
+    ("run x --ready port:² -- sleep 1", "port must be a number"),
+    ("run x --ready 'http://[::1' -- sleep 1", "malformed ready check"),
+    ("run sleeper --stop-timeout 1 -- sleep 300", "--stop-timeout"),
+    ("run x --replace", "missing command"),
     ("ps --bogus", "unrecognized"),
     ("ps extra", "unrecognized"),
     ("logs", "NAME"),
@@ -515,3 +523,38 @@ def test_exit_now_runs_the_shutdown(ip):
         assert not host.started and not marked(old)
     finally:
         ip.exit_now = False
+
+
+# --- re-running cells ---------------------------------------------------------------------
+
+
+def test_a_cell_run_again_changes_nothing_and_says_so(ip, capsys):
+    first = magic(ip, "run web --stop-timeout 2 -- sleep 300")
+    capsys.readouterr()
+    again = magic(ip, "run web --stop-timeout 2 -- sleep 300")
+    assert again is first and again.pid == first.pid
+    assert capsys.readouterr().out == "web: already running with this spec; nothing changed\n"
+    r = ip.run_cell("%%host run job --oneshot\necho once\n")
+    assert r.success and ip.run_cell("%%host run job --oneshot\necho once\n").success
+    # A finished oneshot is not active: a re-run runs it again (with a header between runs).
+    assert hostconsole.get_host().logs("job").count("once") == 2
+
+
+def test_replace_through_the_magic(ip):
+    old = magic(ip, "run web -- sleep 300")
+    new = magic(ip, "run web --replace -- sleep 301")
+    assert new is not old and new.state == "running" and not alive(old.main)
+
+
+def test_ctrl_c_while_waiting_for_requirements_keeps_the_provider(ip, tmp_path):
+    magic(ip, f"run db --no-wait --ready 'cmd:test -f {tmp_path}/ready' -- sleep 300")
+    timer = sigint_after(0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="interrupted the waiting only"):
+            magic(ip, "run api --requires db -- sleep 300")
+    finally:
+        timer.cancel()
+    host = hostconsole.get_host()
+    assert host.provider("api").state == "starting"
+    (tmp_path / "ready").touch()
+    wait_until(lambda: host.provider("api").state == "running", what="api to start after db")
