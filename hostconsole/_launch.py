@@ -22,7 +22,6 @@ incarnation being watched, a timer per scheduled restart.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -172,7 +171,7 @@ class Launcher:
         log = session.log_path(prov.name)
         with self.table.lock:
             run = session.next_run(prov.name)
-        session.watchdog.sync_env(os.environ)
+        session.watchdog.sync_env()
 
         def started(reply: Dict[str, Any]) -> None:
             # Runs on the channel's reader thread, before any later event is read.

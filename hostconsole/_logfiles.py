@@ -70,14 +70,18 @@ def rotate(path: str, cap: int) -> None:
     """Keep the last ``cap`` bytes (from a whole line on) as ``path.1``; empty ``path``."""
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - cap))
-        data = f.read(cap)
+        start = max(0, f.tell() - cap)
+        f.seek(max(0, start - 1))  # one byte more: is the cut at the start of a line?
+        data = f.read(cap + (1 if start else 0))
     # Truncate at once: what a provider writes between our read and the truncate is lost
     # (copytruncate's price), so keep that window to two system calls.
     os.truncate(path, 0)
-    nl = data.find(b"\n")
-    if 0 <= nl < len(data) - 1:
-        data = data[nl + 1:]  # start the kept part at a whole line
+    if start:
+        before, data = data[:1], data[1:]
+        if before != b"\n":  # the cut falls inside a line: keep from the next whole one
+            nl = data.find(b"\n")
+            if 0 <= nl < len(data) - 1:
+                data = data[nl + 1:]
     old = path + ".1"
     tmp = f"{old}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

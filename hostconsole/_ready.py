@@ -165,7 +165,7 @@ def parse(spec) -> ReadySpec:
         return NONE
     if kind == "port" and sep:
         arg = arg.strip()
-        if not (arg.isascii() and arg.isdigit()) or not 1 <= int(arg) <= 65535:
+        if not (arg.isascii() and arg.isdigit()) or len(arg) > 5 or not 1 <= int(arg) <= 65535:
             raise InvalidSpec(f"malformed ready check {spec!r}: port must be a number from 1 to 65535")
         return PortReady(text, int(arg))
     if kind in ("http", "https") and sep:
@@ -177,16 +177,19 @@ def parse(spec) -> ReadySpec:
         if not hostname:
             raise InvalidSpec(f"malformed ready check {spec!r}: the URL has no host")
         try:
-            port = u.port or (443 if kind == "https" else 80)
+            port = u.port
         except ValueError:
             raise InvalidSpec(f"malformed ready check {spec!r}: bad port in URL") from None
+        if port == 0:
+            raise InvalidSpec(f"malformed ready check {spec!r}: port must be a number from 1 to 65535")
+        port = port or (443 if kind == "https" else 80)
         return HttpReady(text, text, port if hostname in LOCAL_HOSTS else None)
     if kind == "log" and sep:
         if not arg:
             raise InvalidSpec(f"malformed ready check {spec!r}: log: needs a regular expression")
         try:
             return LogReady(text, re.compile(arg))
-        except re.error as e:
+        except (re.error, OverflowError, ValueError, RecursionError) as e:
             raise InvalidSpec(f"malformed ready check {spec!r}: bad regular expression ({e})") from None
     if kind == "cmd" and sep:
         if not arg.strip():

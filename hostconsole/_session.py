@@ -86,9 +86,12 @@ class Session(WatchdogListener):
         return m
 
     def log_path(self, name: str) -> Path:
-        # Someone may have deleted the state (a cleanup script, rm -rf): make it again
-        # rather than fail every start from now on.
-        return _statedir.private_dir(self.host_dir / "logs", "log directory") / log_name(name)
+        logs = self.host_dir / "logs"
+        if not logs.is_dir():
+            # Someone deleted the state (a cleanup script, rm -rf): make it again rather
+            # than fail every start from now on.
+            _statedir.private_dir(logs, "log directory")
+        return logs / log_name(name)
 
     def next_run(self, name: str) -> int:
         self.runs[name] = self.runs.get(name, 0) + 1
@@ -169,8 +172,7 @@ class Session(WatchdogListener):
             provs = [p for p in self.table.providers.values()
                      if p.main is not None and p.state in ACTIVE and p._stopping is None]
             adopt = [(p.spec, p.main, p.log_path) for p in provs]
-        targets = [Target(spec.name, main, main.pid, spec.stop_signal, spec.stop_timeout) for spec, main, _ in adopt
-                   if main is not None]
+        targets = [Target.of(spec, main) for spec, main, _ in adopt if main is not None]
         Finder(self.host_id, user_universe).find(targets)
         adopted = 0
         for (spec, main, log), t in zip(adopt, targets):

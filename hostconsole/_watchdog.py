@@ -29,11 +29,12 @@ and keep running when the kernel's environment is broken.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import shutil
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -47,6 +48,8 @@ from ._wire import Channel
 from .spec import ProviderSpec
 
 TRACK_INTERVAL = 0.5
+# What Python itself ignores and a provider must not inherit ignored (Popen resets them too).
+_RESET_SIGNALS = tuple(getattr(signal, s) for s in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, s))
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -62,12 +65,12 @@ def _set_subreaper() -> bool:
 class Provider:
     """One provider as the watchdog knows it."""
 
-    def __init__(self, spec: ProviderSpec, popen: "Optional[subprocess.Popen[bytes]]", main: ProcId):
+    def __init__(self, spec: ProviderSpec, main: ProcId, child: bool):
         self.spec = spec
-        self.popen = popen  # None for a provider adopted from a watchdog that died
+        self.child = child  # spawned by us; False for one adopted from a watchdog that died
         self.main = main
         self.status: Optional[int] = None  # raw wait status once reaped
-        self.target = Target(spec.name, main, main.pid, spec.stop_signal, spec.stop_timeout)
+        self.target = Target.of(spec, main)
 
     @property
     def name(self) -> str:
@@ -96,6 +99,7 @@ class Watchdog:
         self.logs = _logfiles.LogGuard(self._finished)
         self.goodbye = False
         self.control: Optional[ControlServer] = None
+        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
     # --- what belongs to us -------------------------------------------------------------
 
@@ -105,7 +109,7 @@ class Watchdog:
         roots = [self.me]
         with self.lock:
             for p in self.providers.values():
-                if p.popen is None:
+                if not p.child:
                     roots.extend(p.target.members)
         tree = _proc.descendants(roots)
         tree.pop(self.me, None)
@@ -120,7 +124,7 @@ class Watchdog:
         deadline = time.monotonic() + wait
         with self.lock:
             prov = self.providers.get(target.name)
-            if prov is None or prov.main != target.main or prov.popen is None:
+            if prov is None or prov.main != target.main or not prov.child:
                 return None, None  # (an adopted provider's exit status is not ours to know)
             while prov.status is None and time.monotonic() < deadline:
                 self.reaped.wait(deadline - time.monotonic())
@@ -140,9 +144,8 @@ class Watchdog:
                 continue
             if info is None:
                 continue
-            # Popen reaps a child whose exec failed itself; holding spawn_lock keeps us out
-            # of its way, so neither of us ever sees ECHILD for the other's child.  Under
-            # it, drain every child that has ended: a stop of 50 ends 50 at once.
+            # Under spawn_lock (a spawn registers its child before we may reap it), drain
+            # every child that has ended: a stop of 50 ends 50 at once.
             reaped = []
             with self.spawn_lock:
                 while True:
@@ -163,8 +166,6 @@ class Watchdog:
                 prov = self.by_pid.pop(pid, None)  # an orphan we reaped is nobody's main
                 if prov is not None and prov.status is None:
                     prov.status = status
-                    if prov.popen is not None:
-                        prov.popen.returncode = os.waitstatus_to_exitcode(status)
                     code, sig = _decode(status)
                     events.append({"ev": "exit", "name": prov.name, "pid": pid, "start": prov.main.start,
                                    "exit_code": code, "signal": sig})
@@ -194,7 +195,7 @@ class Watchdog:
         events = []
         with self.lock:
             for p in self.providers.values():
-                if p.popen is None and p.status is None and not _proc.alive(p.main):
+                if not p.child and p.status is None and not _proc.alive(p.main):
                     p.status = -1
                     events.append({"ev": "exit", "name": p.name, "pid": p.main.pid, "start": p.main.start,
                                    "exit_code": None, "signal": None, "unknown": True})
@@ -298,17 +299,13 @@ class Watchdog:
         log, offset = _logfiles.open_for_run(msg["log"], spec.name, int(msg.get("run") or 1))
         try:
             with self.spawn_lock:
-                popen = subprocess.Popen(
-                    list(spec.argv), env=env, cwd=spec.cwd,
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, close_fds=True,
-                )
+                pid = self._spawn(spec, env, log)
                 # The reaper cannot reap the child while we hold spawn_lock, so its /proc
                 # entry (a zombie at worst) still names it -- and by the time the reaper
                 # can, the provider is registered and the host has its reply: an exit
                 # event never overtakes the reply that announces the pid.
-                main = _proc.identity(popen.pid) or ProcId(popen.pid, 0)
-                prov = Provider(spec, popen, main)
+                main = _proc.identity(pid) or ProcId(pid, 0)
+                prov = Provider(spec, main, child=True)
                 with self.lock:
                     self.providers[spec.name] = prov
                     self.by_pid[main.pid] = prov
@@ -318,13 +315,33 @@ class Watchdog:
             os.close(log)
         self.child_event.set()
 
+    def _spawn(self, spec: ProviderSpec, env: Dict[str, str], log: int) -> int:
+        """posix_spawn (vfork and exec, ~0.1 ms less than Popen) in a new session, with
+        output to ``log``.  Call with spawn_lock held: it is the only code that changes the
+        watchdog's working directory (every other path the watchdog uses is absolute)."""
+        argv0 = spec.argv[0]
+        exe = argv0 if os.sep in argv0 else shutil.which(argv0, path=env.get("PATH", os.defpath))
+        if exe is None:
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv0)
+        try:
+            os.chdir(spec.cwd)
+        except OSError as e:
+            raise ValueError(f"working directory {spec.cwd!r}: {e.strerror}") from None
+        try:
+            return os.posix_spawn(
+                exe, list(spec.argv), env, setsid=True, setsigmask=(), setsigdef=_RESET_SIGNALS,
+                file_actions=[(os.POSIX_SPAWN_DUP2, self.devnull, 0), (os.POSIX_SPAWN_DUP2, log, 1),
+                              (os.POSIX_SPAWN_DUP2, log, 2)])
+        finally:
+            os.chdir("/")
+
     def adopt(self, msg: Dict[str, Any]) -> Dict[str, Any]:
         """Guard a running provider that another watchdog (now dead) spawned."""
         spec = ProviderSpec.from_wire(msg["spec"])
         main = ProcId(*msg["main"])
         if not _proc.alive(main):
             raise ValueError(f"provider {spec.name!r} (pid {main.pid}) is not running")
-        prov = Provider(spec, None, main)
+        prov = Provider(spec, main, child=False)
         for pid, start in msg.get("members", ()):
             prov.target.members[pid] = ProcId(pid, start)
         with self.lock:
@@ -442,6 +459,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     _set_subreaper()
     import socket
 
+    os.set_inheritable(args.fd, False)  # providers are spawned with every inheritable fd
     channel = Channel(socket.socket(fileno=args.fd))
     owner = None
     if args.owner:

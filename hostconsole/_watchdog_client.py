@@ -37,6 +37,13 @@ REQUEST_TIMEOUT = 30.0
 START_TIMEOUT = 30.0
 
 
+def _environ_snapshot() -> Dict[Any, Any]:
+    # os.environ's own bytes mapping compares in C, ~40x faster than decoding every entry:
+    # this runs on every spawn.
+    data = getattr(os.environ, "_data", None)
+    return dict(data) if isinstance(data, dict) else dict(os.environ)
+
+
 class WatchdogLost(Exception):
     """The watchdog went away while (or before) a request was answered."""
 
@@ -92,7 +99,7 @@ class WatchdogClient:
         child.close()
         self.ident = _proc.identity(self.proc.pid)
         self.lost = False
-        self._env_sent: Dict[str, str] = dict(os.environ)  # the watchdog started with this
+        self._env_sent = _environ_snapshot()  # the watchdog started with this
         self._next_id = 0
         self._pending: Dict[int, list] = {}
         self._lock = threading.Lock()
@@ -185,13 +192,13 @@ class WatchdogClient:
         except OSError:
             pass
 
-    def sync_env(self, environ: Mapping[str, str]) -> None:
+    def sync_env(self) -> None:
         """Give the watchdog the host's environment, if it changed since it last had it:
         providers inherit the environment of the moment they start, as with subprocess,
         without every spawn carrying all of it."""
-        current = dict(environ)
+        current = _environ_snapshot()
         if current != self._env_sent:
-            self.request("env", base=current)
+            self.request("env", base=dict(os.environ))
             self._env_sent = current
 
     def trees(self, names: Optional[List[str]] = None) -> Dict[str, List[List[Any]]]:

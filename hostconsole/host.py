@@ -27,93 +27,26 @@ shutdown run their stop on their own worker, so each operation costs one thread.
 from __future__ import annotations
 
 import atexit
-import itertools
 import os
 import sys
 import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Union
+from typing import Any, Dict, Generator, List, Optional, Sequence, Union
 
 from . import _logfiles, _proc, _statedir, registry
 from ._launch import Launcher, Progress, RestartPolicy
+from ._ops import Future, Purge, StopOp
 from ._observe import Member, members_from_wire, ps_record, tree_figures
 from ._session import Session
 from ._stop import Deadline, Finder, Target, order_for_stop, stop_levels, user_universe
 from ._table import PsTable, StopReport
-from ._watchdog_client import WatchdogLost, start_thread
+from ._watchdog_client import WatchdogLost
 from .errors import DuplicateProvider, HostError, InvalidSpec, PlatformNotSupported, UnknownDependency
 from .provider import Provider, ProviderTable
 from .spec import ProviderSpec, check_seconds, check_timeout
 from .state import ACTIVE, State
-
-_stop_ids = itertools.count(1)
-
-
-class _Future:
-    """A result many threads (or a signal handler) can wait for while one worker makes it."""
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._result: Any = None
-        self._error: Optional[BaseException] = None
-
-    def run(self, fn: Callable[..., Any], *args: Any) -> None:
-        try:
-            self._result = fn(*args)
-        except BaseException as e:  # delivered to every waiter
-            self._error = e
-        finally:
-            self._done.set()
-
-    def run_in_thread(self, fn: Callable[..., Any], *args: Any, name: str) -> None:
-        # Not a daemon: interpreter exit waits for a stop in progress to finish.  Without a
-        # thread to spare, do it here and now (an interrupt could then cut it short).
-        if not start_thread(self.run, fn, *args, name=name, daemon=False):
-            self.run(fn, *args)
-
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def result(self, timeout: Optional[float] = None) -> Any:
-        if not self._done.wait(timeout):
-            raise TimeoutError("timed out waiting for hostconsole")
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-
-class StopOp(_Future):
-    """One stop in progress: which providers, how (sweep), and by when (a deadline that a
-    later, tighter request tightens -- here and in the watchdog carrying it out)."""
-
-    def __init__(self, provs: List[Provider], deadline: Deadline, sweep: bool):
-        super().__init__()
-        self.id = next(_stop_ids)
-        self.provs = provs
-        self.deadline = deadline
-        self.sweep = sweep
-        self.carrier: Any = None  # the watchdog client carrying it out, once sent
-
-    def tighten(self, within: Optional[float]) -> None:
-        self.deadline.tighten(within)
-        carrier, left = self.carrier, self.deadline.remaining()
-        if carrier is not None and left is not None:
-            carrier.send_quietly({"op": "tighten", "stop": self.id, "within": left})
-
-
-class _Purge(_Future):
-    def __init__(self, within: Optional[float]):
-        super().__init__()
-        self.deadline = Deadline(within)
-        self.op: Optional[StopOp] = None
-
-    def tighten(self, within: Optional[float]) -> None:
-        self.deadline.tighten(within)
-        if self.op is not None:
-            self.op.tighten(None)
-
 
 _live_hosts: "weakref.WeakSet[Host]" = weakref.WeakSet()
 
@@ -146,8 +79,8 @@ class Host:
         self._state_dir_arg = state_dir
         self._table = ProviderTable()
         self._session: Optional[Session] = None
-        self._purge: Optional[_Purge] = None
-        self._shutdown_op: Optional[_Future] = None
+        self._purge: Optional[Purge] = None
+        self._shutdown_op: Optional[Future] = None
         self._launcher = Launcher(self._table, self._policy, self._current_session, self._stop)
         self.last_reap: Any = None  # what start() reaped
 
@@ -314,7 +247,7 @@ class Host:
             except (WatchdogLost, HostError):
                 pass
         with self._lock:
-            targets = [_target(self._providers[n]) for n in names
+            targets = [Target.of(self._providers[n].spec, self._providers[n].main) for n in names
                        if n in self._providers and self._providers[n].main is not None]
         table = Finder(session.host_id, user_universe).find(targets)
         cpu = session.cpu.percent(table[pid] for t in targets for pid in t.members if pid in table)
@@ -430,7 +363,7 @@ class Host:
         return new
 
     def _stop(self, provs: Sequence[Provider], cap: Optional[float] = None, sweep: bool = False,
-              purge: Optional[_Purge] = None, inline: bool = False) -> StopReport:
+              purge: Optional[Purge] = None, inline: bool = False) -> StopReport:
         """The one stop path: stop ``provs`` (each once, however many callers ask)."""
         t0 = time.monotonic()
         cancelled: Dict[str, dict] = {}
@@ -495,7 +428,7 @@ class Host:
         if outcomes is None:
             # No watchdog to do it: the same ladder, from here, over this user's processes.
             by_name = {p.name: p for p in op.provs}
-            targets = [[_target(by_name[n]) for n in level] for level in levels]
+            targets = [[Target.of(by_name[n].spec, by_name[n].main) for n in level] for level in levels]
             finder = Finder(session.host_id if session else "", user_universe)
             outcomes = [o.as_dict() for o in stop_levels(targets, finder, deadline=op.deadline)]
         result = {o["name"]: o for o in outcomes if o["name"] in names}
@@ -530,16 +463,16 @@ class Host:
             purge.run_in_thread(self._do_purge, purge, name="hostconsole-purge")
         return purge.result()
 
-    def _join_purge(self, cap: Optional[float]) -> "tuple[_Purge, bool]":
+    def _join_purge(self, cap: Optional[float]) -> "tuple[Purge, bool]":
         with self._lock:
             purge = self._purge
             if purge is not None:
                 purge.tighten(cap)
                 return purge, False
-            purge = self._purge = _Purge(cap)
+            purge = self._purge = Purge(cap)
             return purge, True
 
-    def _do_purge(self, purge: _Purge) -> StopReport:
+    def _do_purge(self, purge: Purge) -> StopReport:
         try:
             with self._lock:
                 provs = [p for p in self._providers.values() if p.main is not None or p.state == State.STARTING]
@@ -561,7 +494,7 @@ class Host:
             op = self._shutdown_op
             mine = op is None
             if op is None:
-                op = self._shutdown_op = _Future()
+                op = self._shutdown_op = Future()
                 assert self._session is not None
                 self._session.closing = True
             elif self._purge is not None:
@@ -603,12 +536,6 @@ class Host:
         with self._lock:
             n = sum(p.state in ACTIVE for p in self._providers.values())
         return f"<hostconsole.Host {self.host_id}: {n} active provider{'s' if n != 1 else ''}, state {self.state_dir}>"
-
-
-def _target(p: Provider) -> Target:
-    """A provider as the stop path sees it."""
-    main = p.main
-    return Target(p.name, main, main.pid if main is not None else None, p.stop_signal, p.stop_timeout)
 
 
 def _check_lines(n: object) -> None:

@@ -25,7 +25,8 @@ from .state import ACTIVE, State, check_move
 
 if TYPE_CHECKING:
     from ._table import StopReport
-    from .host import Host, StopOp
+    from ._ops import StopOp
+    from .host import Host
 
 
 class Provider:

@@ -120,7 +120,12 @@ def _str(v: object) -> Optional[str]:
 
 
 def _num(v: object) -> Optional[float]:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return None
+    try:
+        return float(v)
+    except OverflowError:  # an integer too large for a float: not a time
+        return None
 
 
 @dataclass(frozen=True)
@@ -269,7 +274,11 @@ def read(host_dir: Path) -> Optional[HostRecord]:
             RuntimeWarning, stacklevel=2,
         )
         return None
-    return HostRecord.from_json(Path(host_dir), data)
+    try:
+        return HostRecord.from_json(Path(host_dir), data)
+    except Exception as e:  # whatever a planted file holds, a reader never breaks on it
+        warnings.warn(f"hostconsole: skipping malformed registry entry {path}: {e!r}", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def host_dirs(state_dir: Path) -> List[Path]:

@@ -97,7 +97,7 @@ def parse_signal(sig: object) -> int:
             pass
     elif isinstance(sig, str):
         s = sig.strip().upper()
-        if s.isdigit() and s.isascii():
+        if s.isdigit() and s.isascii() and len(s) <= 3:
             return parse_signal(int(s))
         if not s.startswith("SIG"):
             s = "SIG" + s
@@ -187,8 +187,12 @@ def _split_command(command: object, shell: bool) -> List[str]:
             raise InvalidSpec("with shell=True the command must be a string (a bash script)")
         if not command.strip():
             raise InvalidSpec("missing command: the script is empty")
+        if "\0" in command:
+            raise InvalidSpec("the script contains a NUL byte")
         return ["bash" if shutil.which("bash") else "sh", "-c", command]
     if isinstance(command, str):
+        if "\0" in command:
+            raise InvalidSpec("the command contains a NUL byte")
         try:
             argv = shlex.split(command)
         except ValueError as e:
@@ -212,10 +216,20 @@ def resolve_executable(argv0: str, cwd: str, path_var: Optional[str]) -> str:
         if os.path.isdir(path) or not os.access(path, os.X_OK):
             raise ExecutableNotFound(f"{argv0!r} is not an executable file")
         return path
-    found = shutil.which(argv0, path=path_var if path_var is not None else os.defpath)
-    if found is None:
-        raise ExecutableNotFound(f"executable {argv0!r} not found on PATH")
+    path_var = path_var if path_var is not None else os.defpath
+    key = (argv0, path_var)
+    found = _which_cache.get(key)
+    if found is None or not os.access(found, os.X_OK):  # (a hit is checked again: one syscall)
+        found = shutil.which(argv0, path=path_var)
+        if found is None:
+            raise ExecutableNotFound(f"executable {argv0!r} not found on PATH")
+        if len(_which_cache) > 256:
+            _which_cache.clear()
+        _which_cache[key] = found
     return found
+
+
+_which_cache: Dict[Tuple[str, str], str] = {}
 
 
 # --- env files (dotenv) -------------------------------------------------------------------
@@ -237,16 +251,19 @@ def parse_env_file(path: str) -> Dict[str, str]:
     if len(raw) > ENV_FILE_MAX:
         raise InvalidSpec(f"env file {path} is larger than {ENV_FILE_MAX} bytes")
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # (a byte-order mark, as some editors write one, is not a name)
     except UnicodeDecodeError as e:
         raise InvalidSpec(f"env file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     out: Dict[str, str] = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    # Lines end at \n (and \r\n) only, as dotenv reads them: a form feed or a Unicode line
+    # separator inside a value is part of the value.
+    for n, line in enumerate(text.split("\n"), 1):
+        line = line[:-1] if line.endswith("\r") else line
         s = line.strip()
         if not s or s.startswith("#"):
             continue
-        if s.startswith("export "):
-            s = s[len("export "):].lstrip()
+        if re.match(r"export[ \t]", s):
+            s = s[len("export"):].lstrip()
         key, sep, value = s.partition("=")
         key = key.strip()
         if not sep or not ENV_NAME_RE.match(key):
@@ -411,8 +428,9 @@ class ProviderSpec:
         try:
             name = check_name(d["name"])
             argv = d["argv"]
-            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-                raise InvalidSpec("argv must be a non-empty list of strings")
+            if not isinstance(argv, list) or not argv or not argv[0] or \
+                    not all(isinstance(a, str) and "\0" not in a for a in argv):
+                raise InvalidSpec("argv must be a non-empty list of strings without NUL bytes")
             env = _check_env(d.get("env") or {})
             cwd = _path(d.get("cwd") or "/", "cwd")
             env_file = d.get("env_file")
@@ -424,6 +442,8 @@ class ProviderSpec:
             restart = d.get("restart", "no")
             if restart not in RESTART_POLICIES:
                 raise InvalidSpec(f"unknown restart policy {restart!r}")
+            if oneshot and restart == "always":
+                raise InvalidSpec("a oneshot cannot restart 'always'")
             return cls(
                 name=name, argv=tuple(argv), shell=shell, env=tuple(sorted(env.items())), env_file=env_file,
                 cwd=cwd, requires=_check_requires(d.get("requires") or [], name),

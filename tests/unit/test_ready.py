@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hostconsole import _ready
 from hostconsole.errors import InvalidSpec
 
-fuzz = settings(max_examples=300, derandomize=True, database=None, deadline=None,
+fuzz = settings(max_examples=200, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -137,8 +137,6 @@ def test_a_port_number_is_accepted_exactly_from_1_to_65535(n):
         assert r.port == n
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: _ready.parse lets ValueError (int digit limit), OverflowError "
-                                       "(repeat count) and RecursionError (nesting) out of port:/log: specs")
 @pytest.mark.parametrize("text", [
     "port:" + "1" * 5000,
     "log:a{4294967296}",
@@ -152,8 +150,6 @@ def test_pathological_port_and_log_specs_are_invalid_spec(text):
         _ready.parse(text)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an http URL with port 0 is accepted, and its port taken as the "
-                                       "scheme default (80/443), while port:0 is refused")
 @pytest.mark.parametrize("text", ["http://127.0.0.1:0/", "https://localhost:0/health"])
 def test_an_http_url_with_port_0_is_refused(text):
     with pytest.raises(InvalidSpec):

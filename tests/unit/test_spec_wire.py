@@ -15,7 +15,7 @@ from hostconsole.errors import InvalidSpec
 from hostconsole.spec import RESTART_POLICIES, ProviderSpec
 
 PY = sys.executable
-fuzz = settings(max_examples=200, derandomize=True, database=None, deadline=None,
+fuzz = settings(max_examples=60, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -85,7 +85,8 @@ def test_a_moved_env_file_with_the_same_values_is_named_as_env_file(tmp_path):
 
 # --- the wire form: valid specs -------------------------------------------------------------------
 
-names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True)
+ALNUM = "abcxyzABCXYZ0189"
+names = st.builds(lambda a, b: a + b, st.sampled_from(ALNUM), st.text(ALNUM + "._-", max_size=63))
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=12)
 paths = texts.map(lambda t: "/" + t)
 env_keys = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0="), min_size=1,
@@ -114,8 +115,9 @@ def wire_dicts(draw):
         "ready_timeout": draw(seconds),
         "stop_signal": int(draw(st.sampled_from(sorted(signal.Signals)))),
         "stop_timeout": draw(seconds),
-        "restart": draw(st.sampled_from(RESTART_POLICIES)),
-        "oneshot": draw(st.booleans()),
+        # (A oneshot that restarts "always" is no valid spec: build and from_wire refuse it.)
+        **draw(st.sampled_from([{"restart": r, "oneshot": o} for r in RESTART_POLICIES for o in (False, True)
+                                if not (o and r == "always")])),
     }
 
 
@@ -277,14 +279,10 @@ def test_from_wire_of_a_valid_dict_missing_a_key_is_a_spec_or_invalid_spec(d, ke
     {**GOOD, "ready": "log:a{4294967296}"},
     {**GOOD, "ready": "log:" + "(" * 1000 + ")" * 1000},
 ], ids=["signal-5000-digits", "port-5000-digits", "log-regex-overflow", "log-regex-nested-1000"])
-@pytest.mark.xfail(strict=True, reason="BUG: ValueError/OverflowError/RecursionError escape from_wire instead of "
-                                       "InvalidSpec (via parse_signal and _ready.parse)")
 def test_from_wire_never_raises_anything_but_invalid_spec_for_pathological_values(d):
     assert_refused(d)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: from_wire accepts NUL bytes in argv (build refuses them in an argv "
-                                       "list); such a spec cannot be spawned")
 def test_from_wire_refuses_a_nul_byte_in_argv():
     assert_refused({**GOOD, "argv": ["x", "a\0b"]})
 
