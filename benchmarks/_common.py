@@ -4,6 +4,7 @@ cleanup by pid.  Standard library only (the owner and memory scripts import it t
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -197,6 +198,28 @@ def count_crash_tree(key: str, value: str, also: Optional[str] = None) -> Dict[s
     """How many processes of a crash run exist, and how many of them are ``sleep``s."""
     procs = scan(key, value, also)
     return {"all": len(procs), "sleep": sum(comm(i.pid) == "sleep" for i in procs)}
+
+
+FILE_CREATE: dict = {}  # directory -> microseconds to create a file there, measured at the start
+
+
+def file_create_cost(directory: str, n: int = 100) -> float:
+    """Median microseconds to create (and close) an empty file in ``directory``: each
+    provider's log is one, so a slow file system shows in every start figure."""
+    import statistics
+    import tempfile as _tempfile
+
+    d = _tempfile.mkdtemp(prefix="create-cost-", dir=directory)
+    try:
+        costs = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            fd = os.open(os.path.join(d, f"f{i}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.close(fd)
+            costs.append((time.perf_counter() - t0) * 1e6)
+        return statistics.median(costs)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def warm_bytecode() -> None:

@@ -7,6 +7,7 @@ import platform
 import sys
 from typing import List, Optional, Tuple
 
+from . import _common as _C
 from ._scenarios import DEFAULT_N, FIGURES, NEVER, Ctx, Figure
 
 HC = "hostconsole"
@@ -42,7 +43,7 @@ def machine() -> List[Tuple[str, str]]:
         ("kernel", f"{platform.system()} {platform.release()}"),
         ("Python", f"{sys.version.split()[0]} ({sys.executable})"),
         ("load average at the end (1/5/15 min)", load),
-    ]
+    ] + [(f"creating a file in {d}", f"{us:.0f} µs (median)") for d, us in _C.FILE_CREATE.items()]
 
 
 def source_state() -> str:

@@ -26,6 +26,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _logfiles, _proc, _ready
@@ -187,7 +188,7 @@ class Launcher:
                         _proc.send_group(ident.pid, ident, signal.SIGKILL)
                     return
                 prov.incarnation += 1
-                prov.log_path, prov.log_offset = log, int(reply.get("log_offset", 0))
+                prov.log_path, prov.log_offset = Path(log), int(reply.get("log_offset", 0))
                 prov.main = ident
                 prov.members = (ident,)
                 prov.started_at = time.monotonic()
@@ -199,8 +200,14 @@ class Launcher:
                     prov.move(State.RUNNING)
                 self.table.notify()
 
+        # The executable as the spec's checks found it (cached): the watchdog need not search
+        # PATH again.
+        try:
+            exe = prov.spec.executable()
+        except ExecutableNotFound as e:
+            raise ExecutableNotFound(f"cannot execute {prov.argv[0]!r}: {e}") from None
         reply = session.request("spawn", on_reply=started, spec=prov.spec.to_wire(), markers=session.markers(prov.name),
-                                log=str(log), log_max=session.log_max_bytes, run=run)
+                                log=log, log_max=session.log_max_bytes, run=run, exe=exe)
         err = reply.get("error")
         if err:
             text = err.get("message") or err.get("type")

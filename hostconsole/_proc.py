@@ -156,9 +156,12 @@ else:  # macOS and other POSIX: psutil supplies what /proc would.
 
 if LINUX:
 
+    _NS_PER_TICK = 10**9 // _TICKS
+
     def now_stamp() -> int:
-        """Now, in the units of ``ProcId.start`` (clock ticks since boot)."""
-        return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS)
+        """Now, in the units of ``ProcId.start`` (clock ticks since boot), exactly as the
+        kernel counts a process's start: whole ticks of CLOCK_BOOTTIME, rounded down."""
+        return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // _NS_PER_TICK
 
 else:
 
@@ -169,6 +172,17 @@ else:
 def identity(pid: int) -> Optional[ProcId]:
     st = stat(pid)
     return None if st is None else st.ident
+
+
+def spawned_identity(pid: int, before: int, after: int) -> Optional[ProcId]:
+    """The identity of a child just spawned, given ``now_stamp()`` read right before and
+    right after the spawn.  A process's start time is the tick in which it was cloned, so
+    if both readings fall in one tick, that tick is its start time -- no need to read its
+    /proc entry, which blocks until its exec has finished (~0.2 ms here).  Otherwise (a
+    spawn that crossed a tick boundary), read it."""
+    if LINUX and before == after:
+        return ProcId(pid, before)
+    return identity(pid)
 
 
 def alive(ident: ProcId) -> bool:
@@ -256,16 +270,20 @@ def send(ident: ProcId, sig: int) -> bool:
         return False
 
 
-def send_group(pgid: int, witness: ProcId, *sigs: int) -> bool:
+def send_group(pgid: int, witness: ProcId, *sigs: int, own_child: bool = False) -> bool:
     """Signal process group ``pgid`` (with each of ``sigs``, in order) if ``witness``, a
     process we recorded, is still in it.
 
     A process group id stays allocated while any member exists, so a verified living
-    member proves the group is still the one we created.
+    member proves the group is still the one we created.  ``own_child``: the caller knows
+    ``witness`` is its own child, leader of group ``pgid`` (a session leader cannot leave
+    its group), not yet reaped and not reapable meanwhile (it holds what the reaper needs):
+    its pid cannot have been recycled, so there is nothing to read to prove it.
     """
-    st = stat(witness.pid)
-    if st is None or st.start != witness.start or st.pgid != pgid:
-        return False
+    if not own_child:
+        st = stat(witness.pid)
+        if st is None or st.start != witness.start or st.pgid != pgid:
+            return False
     try:
         for sig in sigs:
             os.killpg(pgid, sig)

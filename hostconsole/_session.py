@@ -55,7 +55,7 @@ class Session(WatchdogListener):
         self.owner: ProcId = owner
         self.host_id = secrets.token_hex(4)
         self.host_dir = _statedir.private_dir(hosts / self.host_id, "host directory")
-        _statedir.private_dir(self.host_dir / "logs", "log directory")
+        self.logs_dir = str(_statedir.private_dir(self.host_dir / "logs", "log directory"))
         self.started_wall = time.time()
         self.runs: Dict[str, int] = {}
         self.cpu = _proc.CpuSampler()  # for figures gathered without the watchdog
@@ -85,13 +85,13 @@ class Session(WatchdogListener):
             m["HOSTCONSOLE_PROVIDER"] = name
         return m
 
-    def log_path(self, name: str) -> Path:
-        logs = self.host_dir / "logs"
-        if not logs.is_dir():
+    def log_path(self, name: str) -> str:
+        logs = self.logs_dir
+        if not os.path.isdir(logs):
             # Someone deleted the state (a cleanup script, rm -rf): make it again rather
             # than fail every start from now on.
             _statedir.private_dir(logs, "log directory")
-        return logs / log_name(name)
+        return os.path.join(logs, log_name(name))
 
     def next_run(self, name: str) -> int:
         self.runs[name] = self.runs.get(name, 0) + 1

@@ -18,12 +18,13 @@ Per level, all targets are handled together:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Callable, ContextManager, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from . import _proc
 from ._proc import ProcId, ProcStat
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 # processes the kernel will not let die (uninterruptible sleep, a stuck FUSE mount).
 KILL_GRACE = 10.0
 POLL_MIN, POLL_MAX = 0.002, 0.05
+# After the stop signal, how long the trees get to end before the first walk; the wait
+# ends the moment every known member has ended (pidfds), so it costs only a slow tree.
+FIRST_LOOK = 0.02
 
 
 @dataclass
@@ -139,7 +143,28 @@ class Finder:
         With ``rest``, every live process of the universe that no target claims is given to
         it (the watchdog's final sweep: everything under it is the host's by construction).
         """
+        return self.attribute(targets, self.look(), rest)
+
+    def own_child(self, ident: ProcId) -> bool:
+        """Whether ``ident`` is an unreaped child of ours that leads its own session (the
+        watchdog's providers): then ``reaping_held`` keeps its pid from being recycled."""
+        return False
+
+    def reaping_held(self) -> ContextManager[object]:
+        """Hold off reaping (while a group is signalled through an ``own_child``)."""
+        return contextlib.nullcontext()
+
+    def look(self) -> Dict[int, ProcStat]:
+        """The universe as it is now, with every process's marker read (the slow part:
+        ``attribute`` then only computes)."""
         table = self.universe()
+        for st in table.values():
+            self._marker_of(st)
+        return table
+
+    def attribute(self, targets: Sequence[Target], table: Dict[int, ProcStat],
+                  rest: Optional[Target] = None) -> Dict[int, ProcStat]:
+        """``find`` on a table already looked at."""
         by_marker = {
             (t.host_id or self.host_id, t.name if t.marker is None else t.marker): t
             for t in targets if t.host_id or self.host_id
@@ -243,8 +268,22 @@ def _stop_level(targets: List[Target], finder: Finder,
     # its leader (verified), so the trees are already ending while we walk them.  The walk
     # then finds what left its group; what was there when the stop began gets the signal
     # too, and what started after it is the stop handler's own work, left to finish.
-    presignalled = {id(t) for t in targets if t.pgid is not None and t.main is not None
-                    and _proc.send_group(t.pgid, t.main, *_with_cont(t.stop_signal))}
+    with finder.reaping_held():
+        presignalled = {id(t) for t in targets if t.pgid is not None and t.main is not None and _proc.send_group(
+            t.pgid, t.main, *_with_cont(t.stop_signal), own_child=t.pgid == t.main.pid and finder.own_child(t.main))}
+    sent: Dict[int, Set[ProcId]] = {id(t): set() for t in targets}  # members signalled one by one
+    if rest is None and presignalled:
+        # Members already known to have left their group get it now too; then the trees get
+        # a moment to end before the walk, which is then a walk over what is left.
+        for t in (t for t in targets if id(t) in presignalled):
+            for pid, ident in t.members.items():
+                st = _proc.stat(pid) if ident != t.main else None
+                if st is not None and st.start == ident.start and st.pgid != t.pgid and ident.start < began:
+                    for sig in _with_cont(t.stop_signal):
+                        _proc.send(ident, sig)
+                    sent[id(t)].add(ident)
+        wait([i for t in targets if id(t) in presignalled for i in t.members.values()],
+             min([FIRST_LOOK] + [max(0.0, t.stop_timeout) for t in targets]))
     table = finder.find(targets, rest)
     if rest is not None and rest.members:
         targets = targets + [rest]
@@ -262,7 +301,7 @@ def _stop_level(targets: List[Target], finder: Finder,
         if key in presignalled:
             for pid, ident in t.members.items():
                 st = table.get(pid)
-                if st is not None and st.pgid != t.pgid and ident.start < began:
+                if st is not None and st.pgid != t.pgid and ident.start < began and ident not in sent[key]:
                     for sig in _with_cont(t.stop_signal):
                         _proc.send(ident, sig)
             if not t.members:  # it ended on the signal while we looked

@@ -116,8 +116,11 @@ class Watchdog:
         return tree
 
     def find(self, targets: List[Target], rest: Optional[Target] = None) -> Dict[int, ProcStat]:
+        # The walk of /proc runs without the lock (a spawn must not wait a tracker's walk);
+        # only the attribution, which changes targets, holds it.
+        table = self.finder.look()
         with self.lock:
-            return self.finder.find(targets, rest)
+            return self.finder.attribute(targets, table, rest)
 
     def status_of(self, target: Target, wait: float = 1.0) -> Tuple[Optional[int], Optional[str]]:
         """Exit code and signal name of a target's main process, once the reaper has it."""
@@ -299,12 +302,13 @@ class Watchdog:
         log, offset = _logfiles.open_for_run(msg["log"], spec.name, int(msg.get("run") or 1))
         try:
             with self.spawn_lock:
-                pid = self._spawn(spec, env, log)
+                before = _proc.now_stamp()
+                pid = self._spawn(spec, env, log, msg.get("exe"))
                 # The reaper cannot reap the child while we hold spawn_lock, so its /proc
                 # entry (a zombie at worst) still names it -- and by the time the reaper
                 # can, the provider is registered and the host has its reply: an exit
                 # event never overtakes the reply that announces the pid.
-                main = _proc.identity(pid) or ProcId(pid, 0)
+                main = _proc.spawned_identity(pid, before, _proc.now_stamp()) or ProcId(pid, 0)
                 prov = Provider(spec, main, child=True)
                 with self.lock:
                     self.providers[spec.name] = prov
@@ -315,12 +319,13 @@ class Watchdog:
             os.close(log)
         self.child_event.set()
 
-    def _spawn(self, spec: ProviderSpec, env: Dict[str, str], log: int) -> int:
+    def _spawn(self, spec: ProviderSpec, env: Dict[str, str], log: int, exe: Optional[str]) -> int:
         """posix_spawn (vfork and exec, ~0.1 ms less than Popen) in a new session, with
         output to ``log``.  Call with spawn_lock held: it is the only code that changes the
         watchdog's working directory (every other path the watchdog uses is absolute)."""
         argv0 = spec.argv[0]
-        exe = argv0 if os.sep in argv0 else shutil.which(argv0, path=env.get("PATH", os.defpath))
+        if exe is None:  # (the host names it; a watchdog on its own looks it up)
+            exe = argv0 if os.sep in argv0 else shutil.which(argv0, path=env.get("PATH", os.defpath))
         if exe is None:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv0)
         try:
@@ -430,6 +435,13 @@ class _LockedFinder(Finder):
 
     def find(self, targets: Any, rest: Optional[Target] = None) -> Dict[int, ProcStat]:
         return self._w.find(targets, rest)
+
+    def own_child(self, ident: ProcId) -> bool:
+        prov = self._w.by_pid.get(ident.pid)  # (only children not yet reaped are in by_pid)
+        return prov is not None and prov.child and prov.main == ident
+
+    def reaping_held(self) -> Any:
+        return self._w.spawn_lock
 
 
 def _decode(status: Optional[int]) -> Tuple[Optional[int], Optional[str]]:

@@ -196,10 +196,10 @@ class WatchdogClient:
         """Give the watchdog the host's environment, if it changed since it last had it:
         providers inherit the environment of the moment they start, as with subprocess,
         without every spawn carrying all of it."""
-        current = _environ_snapshot()
-        if current != self._env_sent:
+        data = getattr(os.environ, "_data", None)
+        if (data if isinstance(data, dict) else dict(os.environ)) != self._env_sent:
             self.request("env", base=dict(os.environ))
-            self._env_sent = current
+            self._env_sent = _environ_snapshot()
 
     def trees(self, names: Optional[List[str]] = None) -> Dict[str, List[List[Any]]]:
         trees: Dict[str, List[List[Any]]] = self.request("tree", names=names).get("trees", {})

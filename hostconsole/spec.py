@@ -390,6 +390,11 @@ class ProviderSpec:
         """The bash script of a shell provider, else None."""
         return self.argv[2] if self.shell and len(self.argv) > 2 else None
 
+    def executable(self) -> str:
+        """The path ``argv[0]`` names now (on the provider's PATH)."""
+        env = dict(self.env)
+        return resolve_executable(self.argv[0], self.cwd, env.get("PATH", os.environ.get("PATH", os.defpath)))
+
     def command_line(self) -> str:
         """The command as a user would type it (the script, for a shell provider)."""
         script = self.script
