@@ -191,6 +191,7 @@ class Launcher:
                 prov.log_path, prov.log_offset = Path(log), int(reply.get("log_offset", 0))
                 prov.main = ident
                 prov.members = (ident,)
+                prov.cell = reply.get("cell")
                 prov.started_at = time.monotonic()
                 prov.started_wall = time.time()
                 prov.exit_code = prov.signal = prov.error = None

@@ -191,3 +191,60 @@ def follow(path_of: Callable[[], Optional[Path]], n: int, poll: float = 0.1,
             yield data.decode("utf-8", errors="replace")
         else:
             sleep(poll)
+
+
+# --- the previous host's logs -------------------------------------------------------------
+
+PREVIOUS = "previous"
+PREVIOUS_MAX_AGE = 7 * 24 * 3600.0
+
+
+def previous_dir(state_dir: PathLike, key: str) -> str:
+    return os.path.join(os.fspath(state_dir), PREVIOUS, key)
+
+
+def keep_previous(host_dir: PathLike, state_dir: PathLike, key: str) -> None:
+    """Keep a host's logs as the previous logs of ``key`` (its owner: a kernel's id
+    survives its restarts), replacing the ones kept before; drop other keys' older than a
+    week.  So after a Restart Kernel, why postgres died can still be read."""
+    import shutil
+
+    logs = os.path.join(os.fspath(host_dir), "logs")
+    if not os.path.isdir(logs):
+        return
+    base = os.path.join(os.fspath(state_dir), PREVIOUS)
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        dest = os.path.join(base, key)
+        tmp = f"{dest}.{os.getpid()}.old"
+        if os.path.lexists(dest):
+            os.replace(dest, tmp)
+        os.replace(logs, dest)
+        shutil.rmtree(tmp, ignore_errors=True)
+        now = time.time()
+        for other in os.listdir(base):
+            path = os.path.join(base, other)
+            if other != key and now - os.lstat(path).st_mtime > PREVIOUS_MAX_AGE:
+                shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass  # (keeping them is a courtesy: never a reason for a shutdown to fail)
+
+
+def find_previous(state_dir: PathLike, key: str, name: str, exclude: Optional[str] = None) -> Optional[str]:
+    """The log of provider ``name`` of ``key``'s previous host: of a host of that key that
+    is no longer alive but whose entry is still there (its watchdog may still be stopping
+    what it left), the newest; else the logs kept at its shutdown."""
+    from . import registry
+
+    newest: Optional[str] = None
+    newest_started = -1.0
+    for rec in registry.read_all(Path(state_dir)):
+        if rec.host_id == exclude or rec.log_key != key or rec.alive:
+            continue
+        path = os.path.join(os.fspath(rec.dir), "logs", log_name(name))
+        if os.path.exists(path) and (rec.started or 0.0) > newest_started:
+            newest, newest_started = path, rec.started or 0.0
+    if newest is not None:
+        return newest
+    path = os.path.join(previous_dir(state_dir, key), log_name(name))
+    return path if os.path.exists(path) else None

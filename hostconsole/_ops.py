@@ -40,10 +40,11 @@ class Future:
         finally:
             self._done.set()
 
-    def run_in_thread(self, fn: Callable[..., Any], *args: Any, name: str) -> None:
-        # Not a daemon: interpreter exit waits for a stop in progress to finish.  Without a
-        # thread to spare, do it here and now (an interrupt could then cut it short).
-        if not start_thread(self.run, fn, *args, name=name, daemon=False):
+    def run_in_thread(self, fn: Callable[..., Any], *args: Any, name: str, daemon: bool = False) -> None:
+        # Not a daemon (unless asked): interpreter exit waits for a stop in progress to
+        # finish.  Without a thread to spare, do it here and now (an interrupt could then
+        # cut it short).
+        if not start_thread(self.run, fn, *args, name=name, daemon=daemon):
             self.run(fn, *args)
 
     def done(self) -> bool:

@@ -102,6 +102,17 @@ if LINUX:
         except OSError:
             return None
 
+    def output_of(pid: int) -> Optional[str]:
+        """The file a process's stdout (else stderr) is, if it is one (a log, say)."""
+        for fd in (1, 2):
+            try:
+                path = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if path.startswith("/"):
+                return path
+        return None
+
     def environ_readable(pid: int) -> bool:
         """False for a process whose environment is gone (in exit) or not ours to read."""
         try:
@@ -146,6 +157,9 @@ else:  # macOS and other POSIX: psutil supplies what /proc would.
             return int(psutil.Process(pid).uids().real)
         except psutil.Error:
             return None
+
+    def output_of(pid: int) -> Optional[str]:
+        return None
 
     def environ_readable(pid: int) -> bool:
         try:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from . import _proc, _statedir, registry
+from . import _logfiles
 from ._logfiles import log_name
 from ._proc import ProcId
 from ._publish import RegistryPublisher
@@ -39,12 +40,13 @@ REARM_LIMIT, REARM_WINDOW = 3, 60.0  # new watchdogs after a loss, at most this 
 
 
 class Session(WatchdogListener):
-    def __init__(self, state_dir: Path, table: ProviderTable, *, log_max_bytes: int,
+    def __init__(self, state_dir: Path, table: ProviderTable, *, log_max_bytes: int, log_key: str,
                  on_exit: Callable[[Dict[str, Any]], None],
                  on_control: Callable[[Dict[str, Any]], Dict[str, Any]],
                  snapshot: Callable[["Session"], Optional[registry.HostRecord]]):
         self.table = table
         self.log_max_bytes = log_max_bytes
+        self.log_key = log_key
         self._on_exit = on_exit
         self._on_control = on_control
         self.state_dir = state_dir
@@ -60,6 +62,7 @@ class Session(WatchdogListener):
         self.runs: Dict[str, int] = {}
         self.cpu = _proc.CpuSampler()  # for figures gathered without the watchdog
         self.closing = False
+        self.handed_over = False  # the watchdog finishes the stops under way: see hand_over
         self.watchdog_lost = False
         self._rearms: List[float] = []
         try:
@@ -107,10 +110,22 @@ class Session(WatchdogListener):
             raise HostError("the host's watchdog is gone; restart the host (shutdown, then start)") from None
 
     def close(self) -> None:
-        """Release everything (the providers are already stopped)."""
+        """Release everything (the providers are already stopped); the logs are kept as
+        this owner's previous logs."""
         self.publisher.close()
         self.watchdog.close()
+        _logfiles.keep_previous(self.host_dir, self.state_dir, self.log_key)
         _statedir.remove_tree(self.host_dir)
+
+    def hand_over(self) -> None:
+        """Leave the stops under way to the watchdog: it finishes them, reports and exits.
+        The host directory stays (the watchdog still writes there); reap removes it once the
+        watchdog is gone, keeping the logs."""
+        self.handed_over = True
+        self.publisher.write_now()  # the entry as it stands: what was stopping is recorded
+        self.publisher.close()
+        self.watchdog.send_quietly({"op": "bye", "handover": True})
+        self.watchdog.channel.close()
 
     # --- the watchdog -------------------------------------------------------------------
 
@@ -120,6 +135,13 @@ class Session(WatchdogListener):
 
     def on_exit(self, event: Dict[str, Any]) -> None:
         self._on_exit(event)
+
+    def on_members(self, event: Dict[str, Any]) -> None:
+        with self.table.lock:
+            prov = self.table.providers.get(event["name"])
+            if prov is not None and prov.main == ProcId(event["pid"], event["start"]):
+                prov.members = tuple(ProcId(p, s) for p, s in event["members"])
+                self.table.notify()  # (the registry records them)
 
     def on_control(self, client: WatchdogClient, request: Dict[str, Any]) -> None:
         """A request from outside (``hostconsole stop``), relayed by the watchdog."""
@@ -171,16 +193,16 @@ class Session(WatchdogListener):
                 return
             provs = [p for p in self.table.providers.values()
                      if p.main is not None and p.state in ACTIVE and p._stopping is None]
-            adopt = [(p.spec, p.main, p.log_path) for p in provs]
-        targets = [Target.of(spec, main) for spec, main, _ in adopt if main is not None]
+            adopt = [(p.spec, p.main, p.log_path, p.cell, p.members) for p in provs]
+        targets = [Target.of(spec, main) for spec, main, _, _, _ in adopt if main is not None]
         Finder(self.host_id, user_universe).find(targets)
         adopted = 0
-        for (spec, main, log), t in zip(adopt, targets):
+        for (spec, main, log, cell, recorded), t in zip(adopt, targets):
             assert main is not None
+            members = {i for i in t.members.values()} | {i for i in recorded if _proc.alive(i)}
             try:
-                reply = wd.request("adopt", spec=spec.to_wire(), main=list(main),
-                                   members=[list(i) for i in t.members.values()],
-                                   log=str(log) if log else None, log_max=self.log_max_bytes)
+                reply = wd.request("adopt", spec=spec.to_wire(), main=list(main), members=[list(i) for i in members],
+                                   log=str(log) if log else None, log_max=self.log_max_bytes, cell=cell)
                 adopted += "adopted" in reply
             except (WatchdogLost, HostError):
                 return  # that one died too: its own loss handler takes it from here

@@ -30,12 +30,14 @@ from . import _proc
 from ._proc import ProcId, ProcStat
 
 if TYPE_CHECKING:
+    from ._fence import Cell
     from .spec import ProviderSpec
 
 # Once SIGKILL has been sent, how long we wait for the tree to vanish before giving up on
 # processes the kernel will not let die (uninterruptible sleep, a stuck FUSE mount).
 KILL_GRACE = 10.0
 POLL_MIN, POLL_MAX = 0.002, 0.05
+STOP_ROUNDS = 50  # walks to SIGSTOP a forking tree without a fence, at the most
 # After the stop signal, how long the trees get to end before the first walk; the wait
 # ends the moment every known member has ended (pidfds), so it costs only a slow tree.
 FIRST_LOOK = 0.02
@@ -57,15 +59,20 @@ class Target:
     # HOSTCONSOLE_PROVIDER (default: ``name``; "" for a host's watchdog).
     host_id: Optional[str] = None
     marker: Optional[str] = None
+    # Its fence, where it has one: every process in it is a member, whatever it did.
+    cell: Optional["Cell"] = None
+    # Its log file: an orphan still writing to it is its own (the watchdog's finder only).
+    log: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.main is not None:
             self.members.setdefault(self.main.pid, self.main)
 
     @classmethod
-    def of(cls, spec: "ProviderSpec", main: Optional[ProcId]) -> "Target":
+    def of(cls, spec: "ProviderSpec", main: Optional[ProcId], cell: Optional["Cell"] = None) -> "Target":
         """A provider's tree: its main process leads its process group."""
-        return cls(spec.name, main, main.pid if main is not None else None, spec.stop_signal, spec.stop_timeout)
+        return cls(spec.name, main, main.pid if main is not None else None, spec.stop_signal, spec.stop_timeout,
+                   cell=cell)
 
 
 class Deadline:
@@ -96,7 +103,9 @@ class Outcome:
     """How one provider ended under a stop."""
 
     name: str
-    outcome: str  # "exited" (on the stop signal), "killed" (after the timeout), "gone" (already)
+    # "exited" (on the stop signal), "killed" (after the timeout), "gone" (already), or
+    # "survived": some members outlived SIGKILL (``survivors`` names them).
+    outcome: str
     exit_code: Optional[int] = None
     signal: Optional[str] = None
     seconds: float = 0.0
@@ -170,7 +179,16 @@ class Finder:
             for t in targets if t.host_id or self.host_id
         }
         claimed: Dict[int, Target] = {}
-        # Markers first: they are the one attribution that does not depend on timing.
+        # A fence first: the kernel's word, whatever a process did to its environment.
+        me = os.getpid()
+        for t in targets:
+            if t.cell is not None:
+                for pid in t.cell.pids():
+                    st = table.get(pid) or _proc.stat(pid)
+                    if st is not None and pid != me:
+                        table[pid] = st
+                        claimed[pid] = t
+        # Then markers: the one attribution without a fence that does not depend on timing.
         if by_marker:
             for st in table.values():
                 hit = self._marker_of(st)
@@ -179,10 +197,19 @@ class Finder:
         for t in targets:
             roots = [pid for pid, ident in t.members.items() if pid in table and table[pid].start == ident.start]
             if t.pgid is not None and any(table[pid].pgid == t.pgid for pid in roots):
-                roots.extend(pid for pid, st in table.items() if st.pgid == t.pgid)
+                roots.extend(pid for pid, st in table.items() if st.pgid == t.pgid and pid not in claimed)
             roots.extend(pid for pid, owner in claimed.items() if owner is t)
             for pid in _proc.descendants(roots, table):
                 claimed.setdefault(pid, t)
+        # Last, an orphan that kept nothing of its provider but its output: a process under
+        # the watchdog whose stdout or stderr is a provider's log.
+        by_log = {t.log: t for t in targets if t.log}
+        if by_log:
+            for pid in [p for p in table if p not in claimed and p != me]:
+                owner = by_log.get(_proc.output_of(pid) or "")
+                if owner is not None:
+                    for q in _proc.descendants([pid], table):
+                        claimed.setdefault(q, owner)
         for t in targets:
             t.members = {pid: table[pid].ident for pid, owner in claimed.items() if owner is t and not table[pid].dead}
         if rest is not None:
@@ -221,6 +248,29 @@ def signal_tree(t: Target, sig: int, table: Mapping[int, ProcStat]) -> None:
             _proc.send(ident, sig)
             if sig != signal.SIGKILL:
                 _proc.send(ident, signal.SIGCONT)
+
+
+def kill_tree(t: Target, finder: Finder, table: Mapping[int, ProcStat]) -> None:
+    """SIGKILL the whole tree so that a forking tree cannot refill it meanwhile: freeze its
+    cell where it has one (then kill every member, then thaw); otherwise SIGSTOP every
+    member, walking again until a walk finds nobody new, then SIGKILL them all."""
+    if t.cell is not None:
+        with finder.reaping_held():  # (never freeze a cell the watchdog is spawning from)
+            t.cell.kill()
+    else:
+        stopped: Set[ProcId] = set()
+        for _ in range(STOP_ROUNDS):
+            new = [i for i in t.members.values() if i not in stopped]
+            if not new:
+                break
+            witness = next((i for p, i in t.members.items() if p in table and table[p].pgid == t.pgid), None)
+            if t.pgid is not None and witness is not None:
+                _proc.send_group(t.pgid, witness, signal.SIGSTOP)
+            for ident in new:
+                _proc.send(ident, signal.SIGSTOP)
+                stopped.add(ident)
+            table = finder.find([t])  # what they forked before the SIGSTOP landed
+    signal_tree(t, signal.SIGKILL, table)
 
 
 def stop_levels(
@@ -329,12 +379,12 @@ def _stop_level(targets: List[Target], finder: Finder,
                 done[key] = Outcome(t.name, outcome, seconds=now - t0)
             elif key in killed_at:
                 if now - killed_at[key] > KILL_GRACE:
-                    done[key] = Outcome(t.name, "killed", seconds=now - t0, survivors=sorted(t.members))
+                    done[key] = Outcome(t.name, "survived", seconds=now - t0, survivors=sorted(t.members))
                 else:
-                    signal_tree(t, signal.SIGKILL, table)
+                    kill_tree(t, finder, table)
             elif now >= deadline(t):
                 killed_at[key] = now
-                signal_tree(t, signal.SIGKILL, table)
+                kill_tree(t, finder, table)
                 pause = POLL_MIN  # SIGKILL acts at once: look again soon, not in 50 ms
             else:
                 # A member seen only now that was there when the stop began (caught

@@ -40,14 +40,15 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import _logfiles, _proc, registry
+from . import _fence, _logfiles, _proc, registry
 from ._proc import ProcId, ProcStat
-from ._stop import Deadline, Finder, Outcome, Target, order_for_stop, stop_levels
+from ._stop import KILL_GRACE, Deadline, Finder, Outcome, Target, order_for_stop, stop_levels
 from ._watchdog_control import ControlServer, bind_unix
 from ._wire import Channel
 from .spec import ProviderSpec
 
-TRACK_INTERVAL = 0.5
+TRACK_INTERVAL = 0.5  # with a fence (membership is the kernel's: tracking only samples)
+TRACK_INTERVAL_UNFENCED = 0.2  # without one: a tighter look, so escapees are seen sooner
 # What Python itself ignores and a provider must not inherit ignored (Popen resets them too).
 _RESET_SIGNALS = tuple(getattr(signal, s) for s in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, s))
 PR_SET_CHILD_SUBREAPER = 36
@@ -65,12 +66,16 @@ def _set_subreaper() -> bool:
 class Provider:
     """One provider as the watchdog knows it."""
 
-    def __init__(self, spec: ProviderSpec, main: ProcId, child: bool):
+    def __init__(self, spec: ProviderSpec, main: ProcId, child: bool, cell: Optional[_fence.Cell] = None,
+                 log: Optional[str] = None):
         self.spec = spec
         self.child = child  # spawned by us; False for one adopted from a watchdog that died
         self.main = main
+        self.cell = cell
         self.status: Optional[int] = None  # raw wait status once reaped
-        self.target = Target.of(spec, main)
+        self.target = Target.of(spec, main, cell)
+        self.target.log = log
+        self.reported: Tuple[ProcId, ...] = ()  # the members the host was last told of
 
     @property
     def name(self) -> str:
@@ -92,12 +97,15 @@ class Watchdog:
         self.by_pid: Dict[int, Provider] = {}  # main pid -> provider, until reaped
         self.base_env: Dict[str, str] = dict(os.environ)
         self.finder = Finder(host_id, self._universe)
+        self.fence = _fence.detect().for_host(host_id)
         self.cpu = _proc.CpuSampler()
         self.deadlines: Dict[Any, Deadline] = {}  # stop operation id -> its deadline
         self._finished = threading.Event()
         self._finishing = threading.Lock()
         self.logs = _logfiles.LogGuard(self._finished)
         self.goodbye = False
+        self.handover = False  # the host left the stops under way to us (a kernel restart)
+        self.stopping = 0  # stop requests under way
         self.control: Optional[ControlServer] = None
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
@@ -180,7 +188,8 @@ class Watchdog:
         """Keep each provider's membership current, so a descendant that later escapes
         (double fork, setsid, cleared environment) is already known to be the provider's;
         and keep CPU samples, so ``ps`` figures are true on the first look."""
-        while not self._finished.wait(TRACK_INTERVAL):
+        interval = TRACK_INTERVAL if self.fence.kind != "none" else TRACK_INTERVAL_UNFENCED
+        while not self._finished.wait(interval):
             with self.lock:
                 targets = [p.target for p in self.providers.values()
                            if (p.status is None or p.target.members)]
@@ -189,9 +198,27 @@ class Watchdog:
                     table = self.find(targets)
                     self.cpu.percent(table[pid] for t in targets for pid in t.members if pid in table)
                     self.cpu.forget_all_but(st.ident for st in table.values())
+                    self._report_members()
                 except Exception as e:  # never let tracking kill the watchdog
                     print(f"hostconsole watchdog: tracking failed: {e!r}", flush=True)
             self._check_adopted()
+
+    def _report_members(self) -> None:
+        """Tell the host who belongs to each provider, when that changed: the host records
+        the identities in the registry, for a replacement watchdog and for reap, which
+        then need no marker (real servers rewrite theirs) and no ancestry."""
+        events = []
+        with self.lock:
+            for p in self.providers.values():
+                members = tuple(sorted(p.target.members.values()))
+                if members != p.reported:
+                    p.reported = members
+                    events.append({"ev": "members", "name": p.name, "pid": p.main.pid, "start": p.main.start,
+                                   "members": [list(m) for m in members]})
+                if p.status is not None and not members and p.cell is not None and p.cell.remove():
+                    p.cell = p.target.cell = None  # an ended run's empty cell goes
+        if events:
+            self._send_many(events)
 
     def _check_adopted(self) -> None:
         """Adopted providers are not our children: notice their end by looking."""
@@ -252,8 +279,10 @@ class Watchdog:
                 return
             elif op == "stop":
                 # Its deadline exists before the thread does: a "tighten" right behind this
-                # request must find it.
+                # request must find it.  And it counts as under way from now: see finish().
                 self._deadline(msg.get("stop")).tighten(msg.get("within"))
+                with self.lock:
+                    self.stopping += 1
                 try:
                     threading.Thread(target=self._stop_request, args=(rid, msg), daemon=True).start()
                 except RuntimeError:  # no thread to spare (a process limit): stop from here
@@ -273,6 +302,7 @@ class Watchdog:
                 reply = {"pid": self.me}
             elif op == "bye":
                 self.goodbye = True
+                self.handover = bool(msg.get("handover"))
                 reply = {}
             elif op == "control_done":
                 if self.control is not None:
@@ -299,30 +329,35 @@ class Watchdog:
         env.pop("HOSTCONSOLE_PROVIDER", None)
         env.update(spec.env)
         env.update(msg["markers"])
-        log, offset = _logfiles.open_for_run(msg["log"], spec.name, int(msg.get("run") or 1))
+        run = int(msg.get("run") or 1)
+        log, offset = _logfiles.open_for_run(msg["log"], spec.name, run)
+        cell = self.fence.cell(spec.name, run)
         try:
             with self.spawn_lock:
                 before = _proc.now_stamp()
-                pid = self._spawn(spec, env, log, msg.get("exe"))
+                pid = self._spawn(spec, env, log, msg.get("exe"), cell)
                 # The reaper cannot reap the child while we hold spawn_lock, so its /proc
                 # entry (a zombie at worst) still names it -- and by the time the reaper
                 # can, the provider is registered and the host has its reply: an exit
                 # event never overtakes the reply that announces the pid.
                 main = _proc.spawned_identity(pid, before, _proc.now_stamp()) or ProcId(pid, 0)
-                prov = Provider(spec, main, child=True)
+                prov = Provider(spec, main, child=True, cell=cell, log=msg["log"])
                 with self.lock:
                     self.providers[spec.name] = prov
                     self.by_pid[main.pid] = prov
                     self.logs.watch(msg["log"], msg.get("log_max"))
-                    self._send({"re": msg["id"], "pid": main.pid, "start": main.start, "log_offset": offset})
+                    self._send({"re": msg["id"], "pid": main.pid, "start": main.start, "log_offset": offset,
+                                "cell": str(cell.path) if cell is not None else None})
         finally:
             os.close(log)
         self.child_event.set()
 
-    def _spawn(self, spec: ProviderSpec, env: Dict[str, str], log: int, exe: Optional[str]) -> int:
+    def _spawn(self, spec: ProviderSpec, env: Dict[str, str], log: int, exe: Optional[str],
+               cell: Optional[_fence.Cell]) -> int:
         """posix_spawn (vfork and exec, ~0.1 ms less than Popen) in a new session, with
-        output to ``log``.  Call with spawn_lock held: it is the only code that changes the
-        watchdog's working directory (every other path the watchdog uses is absolute)."""
+        output to ``log``, born inside ``cell`` (the spawning thread enters it for the spawn).
+        Call with spawn_lock held: it is the only code that changes the watchdog's working
+        directory (every other path the watchdog uses is absolute) or its cgroup."""
         argv0 = spec.argv[0]
         if exe is None:  # (the host names it; a watchdog on its own looks it up)
             exe = argv0 if os.sep in argv0 else shutil.which(argv0, path=env.get("PATH", os.defpath))
@@ -333,11 +368,15 @@ class Watchdog:
         except OSError as e:
             raise ValueError(f"working directory {spec.cwd!r}: {e.strerror}") from None
         try:
+            if cell is not None:
+                self.fence.enter(cell)
             return os.posix_spawn(
                 exe, list(spec.argv), env, setsid=True, setsigmask=(), setsigdef=_RESET_SIGNALS,
                 file_actions=[(os.POSIX_SPAWN_DUP2, self.devnull, 0), (os.POSIX_SPAWN_DUP2, log, 1),
                               (os.POSIX_SPAWN_DUP2, log, 2)])
         finally:
+            if cell is not None:
+                self.fence.leave()
             os.chdir("/")
 
     def adopt(self, msg: Dict[str, Any]) -> Dict[str, Any]:
@@ -346,7 +385,8 @@ class Watchdog:
         main = ProcId(*msg["main"])
         if not _proc.alive(main):
             raise ValueError(f"provider {spec.name!r} (pid {main.pid}) is not running")
-        prov = Provider(spec, main, child=False)
+        cell = self.fence.cell_at(msg["cell"]) if msg.get("cell") else None
+        prov = Provider(spec, main, child=False, cell=cell, log=msg.get("log"))
         for pid, start in msg.get("members", ()):
             prov.target.members[pid] = ProcId(pid, start)
         with self.lock:
@@ -388,6 +428,8 @@ class Watchdog:
         finally:
             with self.lock:
                 self.deadlines.pop(key, None)
+                self.stopping -= 1
+                self.reaped.notify_all()
         reply["re"] = rid
         self._send(reply)
 
@@ -408,12 +450,18 @@ class Watchdog:
                 return
             t0 = time.monotonic()
             with self.lock:
+                # Stops under way first finish as they were asked (a host that handed its stops
+                # over left them to us): a provider is never stopped twice at once.
+                longest = max([p.spec.stop_timeout for p in self.providers.values()] + [1.0])
+                limit = time.monotonic() + longest + KILL_GRACE
+                while self.stopping and time.monotonic() < limit:
+                    self.reaped.wait(limit - time.monotonic())
                 names = list(self.providers)
                 requires = {n: p.spec.requires for n, p in self.providers.items()}
                 longest = max([p.spec.stop_timeout for p in self.providers.values()] + [1.0])
             rest = Target("(unattributed)", None, None, signal.SIGTERM, longest)
             outcomes = self.stop(order_for_stop(names, requires), rest=rest)
-            report = {"host": self.host_id, "reason": reason, "goodbye": self.goodbye,
+            report = {"host": self.host_id, "reason": reason, "goodbye": self.goodbye, "handover": self.handover,
                       "seconds": round(time.monotonic() - t0, 4),
                       "outcomes": [o.as_dict() for o in outcomes if o.outcome != "gone"]}
             print(f"hostconsole watchdog {self.host_id}: {json.dumps(report)}", flush=True)
@@ -425,6 +473,7 @@ class Watchdog:
             self._finished.set()
             if self.control is not None:
                 self.control.close()
+            self.fence.remove_host()
 
 
 class _LockedFinder(Finder):
@@ -502,7 +551,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     reason = "owner closed the channel"
     try:
-        wd._send({"ev": "ready", "pid": os.getpid()})
+        wd._send({"ev": "ready", "pid": os.getpid(), "fence": wd.fence.kind})
         while True:
             msg = channel.recv()
             if msg is None:
@@ -514,7 +563,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, signal.SIG_IGN)
         if wd.goodbye:
-            reason = "host shut down"
+            reason = "host shut down, its stops handed over" if wd.handover else "host shut down"
         wd.finish(reason)
         channel.close()
     return 0

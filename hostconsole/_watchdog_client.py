@@ -4,6 +4,7 @@
 delivers the watchdog's events to a ``WatchdogListener``:
 
 * ``on_exit(event)``: a provider's main process ended (the watchdog reaped it);
+* ``on_members(event)``: who belongs to a provider changed (identities, as tracked);
 * ``on_control(client, request)``: a request from outside (``hostconsole stop``), called on
   a thread of its own, since answering it needs the channel's replies;
 * ``on_lost(client)``: the watchdog is gone (end-of-file on the channel).
@@ -54,6 +55,9 @@ class WatchdogListener:
     def on_exit(self, event: Dict[str, Any]) -> None:
         pass
 
+    def on_members(self, event: Dict[str, Any]) -> None:
+        pass
+
     def on_control(self, client: "WatchdogClient", request: Dict[str, Any]) -> None:
         client.send_quietly({"op": "control_done", "cid": request.get("cid"), "ok": False,
                              "error": "this host takes no control requests"})
@@ -99,6 +103,7 @@ class WatchdogClient:
         child.close()
         self.ident = _proc.identity(self.proc.pid)
         self.lost = False
+        self.fence = "none"  # the membership mechanism the watchdog has in force (its "ready" says)
         self._env_sent = _environ_snapshot()  # the watchdog started with this
         self._next_id = 0
         self._pending: Dict[int, list] = {}
@@ -131,9 +136,12 @@ class WatchdogClient:
                         slot[2](msg)  # in channel order: see the module's docstring
                     slot[0].set()
             elif msg.get("ev") == "ready":
+                self.fence = str(msg.get("fence") or "none")
                 self._ready.set()
             elif msg.get("ev") == "exit":
                 self._listener.on_exit(msg)
+            elif msg.get("ev") == "members":
+                self._listener.on_members(msg)
             elif msg.get("ev") == "control":
                 # Not on this thread: answering needs the reader to carry the replies.
                 if not start_thread(self._listener.on_control, self, msg, name="hostconsole-control"):

@@ -43,9 +43,10 @@ from ._session import Session
 from ._stop import Deadline, Finder, Target, order_for_stop, stop_levels, user_universe
 from ._table import PsTable, StopReport
 from ._watchdog_client import WatchdogLost
-from .errors import DuplicateProvider, HostError, InvalidSpec, PlatformNotSupported, UnknownDependency
+from .errors import (DuplicateProvider, HostError, InvalidSpec, PlatformNotSupported, UnknownDependency,
+                     UnknownProvider)
 from .provider import Provider, ProviderTable
-from .spec import ProviderSpec, check_seconds, check_timeout
+from .spec import ProviderSpec, check_name, check_seconds, check_timeout
 from .state import ACTIVE, State
 
 _live_hosts: "weakref.WeakSet[Host]" = weakref.WeakSet()
@@ -83,6 +84,9 @@ class Host:
         self._shutdown_op: Optional[Future] = None
         self._launcher = Launcher(self._table, self._policy, self._current_session, self._stop)
         self.last_reap: Any = None  # what start() reaped
+        # Whose logs these are, kept as "previous" at shutdown: the IPython layer makes it the
+        # kernel's id, which survives Restart Kernel.
+        self.log_key = "default"
 
     # The restart policy, adjustable on a live host.
     restart_backoff = property(lambda self: self._policy.backoff, lambda self, v: setattr(self._policy, "backoff", v))
@@ -144,7 +148,7 @@ class Host:
             self.last_reap = reap(state_dir=root)
             if self.last_reap.records:
                 print(f"hostconsole: {self.last_reap.summary()}", file=sys.stderr)
-            self._session = Session(root, self._table, log_max_bytes=self.log_max_bytes,
+            self._session = Session(root, self._table, log_max_bytes=self.log_max_bytes, log_key=self.log_key,
                                     on_exit=self._launcher.on_exit, on_control=self._on_control,
                                     snapshot=self._snapshot)
             self._table.on_change = self._session.publisher.dirty
@@ -271,11 +275,19 @@ class Host:
                          "they are left to the next reap; shut the host down and start it again to re-arm it")
         return PsTable(rows, notes)
 
-    def logs(self, name: str, n: int = 100) -> str:
-        """The last ``n`` lines of a provider's stdout and stderr."""
+    def logs(self, name: str, n: int = 100, previous: bool = False) -> str:
+        """The last ``n`` lines of a provider's stdout and stderr; with ``previous``, of the
+        provider of that name of this owner's previous host (before Restart Kernel)."""
+        _check_lines(n)
+        if previous:
+            check_name(name)
+            found = _logfiles.find_previous(self.state_dir or _statedir.resolve(self._state_dir_arg), self.log_key,
+                                            name, exclude=self.host_id)
+            if found is None:
+                raise UnknownProvider(f"no previous logs of {name!r} (for {self.log_key}) in this state directory")
+            return _logfiles.tail(found, n)
         with self._lock:
             path = self._table.get(name).log_path
-        _check_lines(n)
         return _logfiles.tail(path, n) if path is not None else ""
 
     def follow(self, name: str, n: int = 10, poll: float = 0.1) -> Generator[str, None, None]:
@@ -306,6 +318,7 @@ class Host:
                 "pid": os.getpid(),
                 "watchdog_pid": s.watchdog.pid if s else None,
                 "watchdog_alive": s is not None and not s.watchdog_lost and not s.watchdog.lost,
+                "fence": s.watchdog.fence if s else None,
                 "state_dir": str(s.state_dir) if s else None,
                 "providers": counts,
                 "reaped_at_start": self.last_reap.found if self.last_reap is not None else 0,
@@ -321,7 +334,8 @@ class Host:
                 host_id=session.host_id, dir=session.host_dir, owner=session.owner, watchdog=wd.ident,
                 watchdog_alive=not (session.watchdog_lost or wd.lost), state_dir=str(session.state_dir),
                 kind="kernel" if "ipykernel" in sys.modules else "script", owner_argv=tuple(sys.argv[:8]),
-                started=session.started_wall, providers={n: p.record() for n, p in self._providers.items()})
+                started=session.started_wall, fence=wd.fence, log_key=session.log_key,
+                providers={n: p.record() for n, p in self._providers.items()})
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -417,6 +431,8 @@ class Host:
             levels = order_for_stop(names, self._table.requires_map())
             session = self._session
         outcomes: Optional[List[dict]] = None
+        if session is not None and session.handed_over:
+            return {}  # the watchdog finishes it: nothing more to do or know here
         if session is not None and not session.watchdog_lost:
             wd = op.carrier = session.watchdog
             try:
@@ -425,6 +441,8 @@ class Host:
                 outcomes = reply.get("report")
             except WatchdogLost:
                 outcomes = None
+        if outcomes is None and session is not None and session.handed_over:
+            return {}
         if outcomes is None:
             # No watchdog to do it: the same ladder, from here, over this user's processes.
             by_name = {p.name: p for p in op.provs}
@@ -482,11 +500,16 @@ class Host:
                 if self._purge is purge:
                     self._purge = None
 
-    def shutdown(self, timeout: Optional[float] = None) -> StopReport:
-        """Purge, then release everything the host holds (watchdog, logs, state).
+    def shutdown(self, timeout: Optional[float] = None, *, handover: bool = False) -> StopReport:
+        """Purge, then release everything the host holds (watchdog, registry entry; the
+        logs are kept as this owner's previous logs).
 
         Every way out of a session ends here; concurrent and repeated calls share it, and
-        a tighter ``timeout`` tightens the purge under way."""
+        a tighter ``timeout`` tightens the purge under way.  With ``handover`` (what the
+        kernel's shutdown and restart requests use) ``timeout`` is how long to wait, not
+        when to SIGKILL: every provider keeps its own stop timeout, and what is still
+        stopping when the time is up is handed to the watchdog, which finishes the stop
+        (gracefully: a database gets to checkpoint) and then exits."""
         cap = check_timeout("timeout", timeout, allow_none=True)
         with self._lock:
             if self._session is None and self._shutdown_op is None:
@@ -497,18 +520,24 @@ class Host:
                 op = self._shutdown_op = Future()
                 assert self._session is not None
                 self._session.closing = True
-            elif self._purge is not None:
+            elif self._purge is not None and not handover:
                 self._purge.tighten(cap)
         if mine:
-            op.run_in_thread(self._do_shutdown, cap, name="hostconsole-shutdown")
+            op.run_in_thread(self._do_shutdown, cap, handover, name="hostconsole-shutdown")
         return op.result()
 
-    def _do_shutdown(self, cap: Optional[float]) -> StopReport:
+    def _do_shutdown(self, cap: Optional[float], handover: bool) -> StopReport:
         try:
-            purge, mine = self._join_purge(cap)  # execution first ...
-            if mine:
+            purge, mine = self._join_purge(None if handover else cap)  # execution first ...
+            if mine and handover:
+                # (A daemon: if the stop outlasts the wait, the process must still be free to exit.)
+                purge.run_in_thread(self._do_purge, purge, name="hostconsole-purge", daemon=True)
+            elif mine:
                 purge.run(self._do_purge, purge)
-            report: StopReport = purge.result()
+            try:
+                report: StopReport = purge.result(timeout=cap if handover else None)
+            except TimeoutError:
+                return self._hand_over()
             with self._lock:
                 session = self._session
             if session is not None:
@@ -522,6 +551,22 @@ class Host:
                 self._shutdown_op = None
                 _live_hosts.discard(self)
                 self._table.notify()
+
+    def _hand_over(self) -> StopReport:
+        """The time is up while providers are still stopping: their stops are the watchdog's
+        to finish.  It stops them as it would have, reports, and exits; the registry entry
+        stays until then (a restarted kernel's run waits for their ports), and the next
+        reap keeps their logs as this owner's previous logs."""
+        with self._lock:
+            session = self._session
+            still = sorted(p.name for p in self._providers.values() if p._stopping is not None)
+        if session is None:
+            return StopReport([])
+        session.hand_over()
+        records: List[Dict[str, Any]] = [{"name": n, "outcome": "handed over", "exit_code": None, "signal": None,
+                                          "seconds": 0.0, "survivors": []} for n in still]
+        return StopReport(records, notes=[f"still stopping, finished by the watchdog (pid {session.watchdog.pid}): "
+                                          f"{', '.join(still)}"] if still else [])
 
     def _on_control(self, request: Dict[str, Any]) -> Dict[str, Any]:
         """A request from outside (``hostconsole stop``), relayed by the watchdog."""

@@ -403,10 +403,10 @@ class HostMagics(Magics):
 # --- hooks --------------------------------------------------------------------------------
 
 
-def _shutdown_host(timeout: Optional[float] = None):
+def _shutdown_host(timeout: Optional[float] = None, handover: bool = False):
     """The one shutdown path, from a hook: it must never break the way out it rides on."""
     try:
-        _host.get_host().shutdown(timeout=timeout)
+        _host.get_host().shutdown(timeout=timeout, handover=handover)
     except Exception as e:  # the watchdog stops whatever this could not
         print(f"hostconsole: shutdown failed: {e}", file=sys.stderr)
 
@@ -437,7 +437,9 @@ class _Hooks:
 
     def _do_shutdown(self, restart):
         if self.active:
-            _shutdown_host(timeout=KERNEL_SHUTDOWN_TIMEOUT)
+            # Wait at most this long, then leave what is still stopping to the watchdog: it
+            # keeps every provider's own stop timeout (a database gets to checkpoint).
+            _shutdown_host(timeout=KERNEL_SHUTDOWN_TIMEOUT, handover=True)
         return self.original(restart)  # dict or coroutine: ipykernel awaits it as before
 
     def _on_exit_now(self, change):

@@ -50,6 +50,7 @@ class Provider:
         self.log_offset = 0  # where this incarnation's output starts in the log
         self.restart_times: List[float] = []
         self.members: Tuple[ProcId, ...] = ()  # last seen members of its tree
+        self.cell: Optional[str] = None  # its fence (a cgroup's path), where it has one
         self._life = threading.RLock()
         self._stopping: Optional["StopOp"] = None
 
@@ -140,7 +141,7 @@ class Provider:
         return ProviderRecord(
             name=self.name, spec=self.spec, state=self.state, main=self.main, restarts=self.restarts,
             exit_code=self.exit_code, signal=self.signal, started=self.started_wall, error=self.error,
-            members=self.members, log=str(self.log_path) if self.log_path is not None else None,
+            members=self.members, log=str(self.log_path) if self.log_path is not None else None, cell=self.cell,
         )
 
     # --- the handle -----------------------------------------------------------------------

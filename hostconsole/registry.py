@@ -119,6 +119,11 @@ def _str(v: object) -> Optional[str]:
     return v if isinstance(v, str) else None
 
 
+def _log_key(v: object) -> str:
+    # (A key names a directory: a hostile entry must not climb out of previous/.)
+    return v if isinstance(v, str) and v and "/" not in v and not v.startswith(".") and len(v) < 200 else "default"
+
+
 def _num(v: object) -> Optional[float]:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         return None
@@ -143,6 +148,7 @@ class ProviderRecord:
     error: Optional[str] = None  # why it failed, in a few words
     members: Tuple[ProcId, ...] = ()  # identities seen in its tree (its fence's, where it has one)
     log: Optional[str] = None
+    cell: Optional[str] = None  # its cgroup, where a fence is in force
 
     @property
     def kind(self) -> str:
@@ -174,6 +180,7 @@ class ProviderRecord:
             "error": self.error,
             "members": [[m.pid, m.start] for m in self.members],
             "log": self.log,
+            "cell": self.cell,
         }
 
     @classmethod
@@ -197,7 +204,7 @@ class ProviderRecord:
         return cls(
             name=name, spec=spec, state=state, main=main, restarts=_int(d.get("restarts")) or 0,
             exit_code=_int(d.get("exit_code")), signal=_str(d.get("signal")), started=_num(d.get("started")),
-            error=_str(d.get("error")), members=tuple(members), log=_str(d.get("log")),
+            error=_str(d.get("error")), members=tuple(members), log=_str(d.get("log")), cell=_str(d.get("cell")),
         )
 
 
@@ -215,6 +222,7 @@ class HostRecord:
     owner_argv: Tuple[str, ...] = ()
     started: Optional[float] = None
     fence: Optional[str] = None  # the membership mechanism in force for its providers
+    log_key: str = "default"  # whose logs these are: a kernel's id survives its restarts
     providers: Dict[str, ProviderRecord] = field(default_factory=dict)
 
     @property
@@ -234,6 +242,7 @@ class HostRecord:
             "watchdog": _ident_json(self.watchdog),
             "watchdog_alive": self.watchdog_alive,
             "fence": self.fence,
+            "log_key": self.log_key,
             "providers": {n: p.to_json() for n, p in self.providers.items()},
         }
 
@@ -250,7 +259,8 @@ class HostRecord:
             watchdog=ident_of(data.get("watchdog")), watchdog_alive=data.get("watchdog_alive") is True,
             state_dir=_str(data.get("state_dir")), kind=_str(data.get("kind")),
             owner_argv=tuple(a for a in argv if isinstance(a, str)) if isinstance(argv, list) else (),
-            started=_num(data.get("started")), fence=_str(data.get("fence")), providers=provs,
+            started=_num(data.get("started")), fence=_str(data.get("fence")),
+            log_key=_log_key(data.get("log_key")), providers=provs,
         )
 
 
