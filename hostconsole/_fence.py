@@ -78,16 +78,28 @@ class Cell:
     def __init__(self, fence: "Fence", path: Path):
         self.fence = fence
         self.path = path
+        self._procs = str(path / "cgroup.procs")
 
     def __repr__(self) -> str:
         return f"<cell {self.path}>"
 
     def pids(self) -> List[int]:
         try:
-            with open(self.path / "cgroup.procs") as f:
-                return [int(x) for x in f.read().split()]
+            fd = os.open(self._procs, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return []
+        try:
+            data = b""
+            while True:  # (a fork bomb's cell can hold more than one read)
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                data += chunk
+            return [int(x) for x in data.split()]
         except (OSError, ValueError):
             return []
+        finally:
+            os.close(fd)
 
     def freeze(self) -> bool:
         """Freeze every member (a forking tree stops growing); True once all are frozen."""

@@ -66,8 +66,9 @@ if _proc.LINUX:
                 pass
         return out
 
-    def _ports(pid: int, listening: Mapping[int, int]) -> Set[int]:
-        found: Set[int] = set()
+    def _sockets(pid: int) -> List[int]:
+        """The inodes of a process's sockets."""
+        found: List[int] = []
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
@@ -78,9 +79,7 @@ if _proc.LINUX:
             except OSError:
                 continue
             if link.startswith("socket:["):
-                port = listening.get(int(link[8:-1]))
-                if port is not None:
-                    found.add(port)
+                found.append(int(link[8:-1]))
         return found
 
 else:  # psutil supplies the same facts elsewhere
@@ -96,22 +95,34 @@ else:  # psutil supplies the same facts elsewhere
     def _listening() -> Dict[int, int]:
         return {}
 
-    def _ports(pid: int, listening: Mapping[int, int]) -> Set[int]:
-        import psutil
+    def _sockets(pid: int) -> List[int]:
+        return [pid]  # (not inodes: psutil below asks the process itself)
 
-        try:
-            conns = psutil.Process(pid).net_connections(kind="tcp")
-        except psutil.Error:
-            return set()
-        return {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
+
+def _ports(pid: int, sockets: List[int], listening: Mapping[int, int]) -> Set[int]:
+    if _proc.LINUX:
+        return {listening[i] for i in sockets if i in listening}
+    import psutil
+
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return set()
+    return {c.laddr.port for c in conns if c.status == psutil.CONN_LISTEN}
 
 
 def tree_figures(trees: Mapping[str, Sequence[Member]]) -> Dict[str, Dict[str, Any]]:
     """CPU %, RSS, process count and listening TCP ports of each tree, in one pass.
 
     A member counts as a process of its tree even where its memory cannot be read
-    (another user's process): both ``ps`` paths count trees the same way."""
-    listening = _listening() if any(trees.values()) else {}
+    (another user's process): both ``ps`` paths count trees the same way.  The machine's
+    table of listening sockets is read only if some member has a socket at all (reading
+    /proc/net/tcp walks the kernel's whole connection hash: ~4 ms here, even when empty)."""
+    sockets: Dict[ProcId, List[int]] = {}
+    for members in trees.values():
+        for ident, _ in members:
+            sockets[ident] = _sockets(ident.pid)
+    listening = _listening() if any(sockets.values()) else {}
     out = {}
     for name, members in trees.items():
         cpu, rss, n, ports = 0.0, 0, 0, set()
@@ -121,7 +132,8 @@ def tree_figures(trees: Mapping[str, Sequence[Member]]) -> Dict[str, Dict[str, A
             n += 1
             cpu += pct
             rss += _rss(ident.pid) or 0
-            ports |= _ports(ident.pid, listening)
+            if sockets[ident]:
+                ports |= _ports(ident.pid, sockets[ident], listening)
         out[name] = {"cpu_percent": round(cpu, 1), "rss": rss, "nprocs": n, "ports": sorted(ports)}
     return out
 

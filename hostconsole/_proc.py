@@ -52,11 +52,23 @@ class ProcStat(NamedTuple):
 
 if LINUX:
 
-    def stat(pid: int) -> Optional[ProcStat]:
+    def _read(path: str) -> Optional[bytes]:
+        # os.open/os.read: about twice as fast as open() for these one-read files, and
+        # the stop path and every walk of the process table read thousands of them.
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 4096)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
+    def stat(pid: int) -> Optional[ProcStat]:
+        data = _read(f"/proc/{pid}/stat")
+        if not data:
             return None
         # comm may contain spaces and parentheses: split at the *last* ')'.
         rest = data[data.rfind(b")") + 2 :].split()

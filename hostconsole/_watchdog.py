@@ -106,6 +106,7 @@ class Watchdog:
         self.goodbye = False
         self.handover = False  # the host left the stops under way to us (a kernel restart)
         self.stopping = 0  # stop requests under way
+        self.stopped: List[Outcome] = []  # what handed-over stops did, for the report they end with
         self.control: Optional[ControlServer] = None
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
@@ -126,7 +127,7 @@ class Watchdog:
     def find(self, targets: List[Target], rest: Optional[Target] = None) -> Dict[int, ProcStat]:
         # The walk of /proc runs without the lock (a spawn must not wait a tracker's walk);
         # only the attribution, which changes targets, holds it.
-        table = self.finder.look()
+        table = self.finder.look_for(targets, rest)
         with self.lock:
             return self.finder.attribute(targets, table, rest)
 
@@ -423,6 +424,9 @@ class Watchdog:
                 rest = Target("(unattributed)", None, None, signal.SIGTERM, 1.0)
             outcomes = self.stop(msg["levels"], dl, rest=rest)
             reply: Dict[str, Any] = {"report": [o.as_dict() for o in outcomes]}
+            with self.lock:
+                if self.handover:  # the host left before the answer: this goes in our report
+                    self.stopped.extend(o for o in outcomes if o.outcome != "gone")
         except Exception as e:  # the host falls back to stopping by itself
             reply = {"error": {"type": type(e).__name__, "message": str(e)}}
         finally:
@@ -461,6 +465,8 @@ class Watchdog:
                 longest = max([p.spec.stop_timeout for p in self.providers.values()] + [1.0])
             rest = Target("(unattributed)", None, None, signal.SIGTERM, longest)
             outcomes = self.stop(order_for_stop(names, requires), rest=rest)
+            if self.handover:  # the stops the host handed over are part of the story
+                outcomes = self.stopped + [o for o in outcomes if o.outcome != "gone"]
             report = {"host": self.host_id, "reason": reason, "goodbye": self.goodbye, "handover": self.handover,
                       "seconds": round(time.monotonic() - t0, 4),
                       "outcomes": [o.as_dict() for o in outcomes if o.outcome != "gone"]}

@@ -81,3 +81,23 @@ def host(state_dir):
     yield h
     h.shutdown()
     wait_until(lambda: not marked(host_id), timeout=15, what=f"host {host_id}'s processes to end")
+
+
+# --- real servers (see tests/install-system-packages) ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """Path of redis-server; skips (fails under CI=true) with one loud line when missing."""
+    from helpers import require_binary, which
+
+    return require_binary("redis-server", which("redis-server"), package="redis-server")
+
+
+@pytest.fixture(scope="session")
+def postgres_bin():
+    """The directory holding postgres, initdb and psql; skips (fails under CI=true) with one
+    loud line when missing."""
+    from helpers import postgres_bindir, require_binary
+
+    return require_binary("postgres/initdb", postgres_bindir, package="postgresql")

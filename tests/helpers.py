@@ -98,3 +98,56 @@ class Owner:
     def kill(self):
         self.proc.kill()
         self.proc.wait()
+
+
+# --- system programs some tests need (installed by tests/install-system-packages) -----------
+
+
+def which(name):
+    """A finder for ``require_binary``: ``name`` on PATH, or None."""
+    import shutil
+
+    return lambda: shutil.which(name)
+
+
+def postgres_bindir():
+    """The directory holding ``postgres`` and ``initdb`` (Debian: /usr/lib/postgresql/N/bin,
+    the newest N; else wherever PATH's ``postgres`` really lives), or None."""
+    import glob
+    import shutil
+
+    def ok(d):
+        return all(os.access(os.path.join(d, b), os.X_OK) for b in ("postgres", "initdb"))
+
+    def version(d):
+        v = Path(d).parent.name
+        return int(v) if v.isdigit() else -1
+
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True):
+        if ok(d):
+            return d
+    found = shutil.which("postgres")
+    if found:
+        d = os.path.dirname(os.path.realpath(found))
+        if ok(d):
+            return d
+    return None
+
+
+def require_binary(name, finder, package=None):
+    """What ``finder()`` finds (a path), or one loud line: the test is skipped -- or, under
+    ``CI=true``, fails, since CI installs every package the suite uses.
+
+    ``finder`` is a callable returning a path or None (``which("chromedriver")``,
+    ``postgres_bindir``); ``package`` is the Debian package that provides ``name``.
+    """
+    import pytest
+
+    found = finder()
+    if found:
+        return found
+    line = (f"MISSING {name}: apt-get install {package or name} "
+            f"(tests/install-system-packages does it as root); the tests that need it cannot run")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(line + " -- and CI=true, so this fails the run", pytrace=False)
+    pytest.skip(line)

@@ -201,22 +201,22 @@ def test_reap_never_touches_the_innocent(state_dir, tmp_path):
     try:
         # 1. no marker at all
         innocents.append(subprocess.Popen(["sleep", "300"], start_new_session=True))
-        # 2. a registry entry of a dead host naming an unmarked process (a recycled pid)
+        # 2. a registry entry of a dead host naming the pid of an unmarked process that is not
+        #    the one it recorded (a recycled pid: same pid, another start time), as its main
+        #    process and as a member, and a cell outside that host's fence
         victim = subprocess.Popen(["sleep", "300"], start_new_session=True)
         innocents.append(victim)
         vid = _proc.identity(victim.pid)
         hdir = state_dir / "hosts" / "deadbeef"
         hdir.mkdir(parents=True, mode=0o700)
         registry.write_atomic(hdir / "host.json", {
-            "version": 1, "host": "deadbeef", "owner": {"pid": dead.pid, "start": dead.start},
-            "providers": {"web": {"pid": vid.pid, "start": vid.start, "pgid": vid.pid}}})
+            "version": 2, "host": "deadbeef", "owner": {"pid": dead.pid, "start": dead.start}, "fence": "cgroup1",
+            "providers": {"web": {"main": {"pid": vid.pid, "start": vid.start - 1}, "state": "running",
+                                  "members": [[vid.pid, vid.start - 7]], "cell": "/sys/fs/cgroup/freezer"}}})
         # 3. a marked process of a dead host, but of another state directory
         other = {"HOSTCONSOLE_HOST": "0ther", "HOSTCONSOLE_PROVIDER": "x",
                  "HOSTCONSOLE_OWNER": f"{dead.pid}:{dead.start}", "HOSTCONSOLE_STATE_DIR": str(tmp_path / "elsewhere")}
         innocents.append(subprocess.Popen(["sleep", "300"], env={**os.environ, **other}, start_new_session=True))
-        # 4. a marked process whose owner cannot be determined
-        vague = {"HOSTCONSOLE_HOST": "vague", "HOSTCONSOLE_PROVIDER": "x", "HOSTCONSOLE_STATE_DIR": str(state_dir)}
-        innocents.append(subprocess.Popen(["sleep", "300"], env={**os.environ, **vague}, start_new_session=True))
         # 5. another user's process with a dead host's marker (only root can make one)
         if os.getuid() == 0:
             foreign = {"HOSTCONSOLE_HOST": "f0reign", "HOSTCONSOLE_PROVIDER": "x",
@@ -301,3 +301,37 @@ def test_reap_stops_an_unregistered_leftover_gracefully(state_dir, tmp_path):
     assert [r["name"] for r in report] == ["svc"] and report["svc"]["outcome"] == "exited"
     assert done.read_text().strip() == "TERM"
     assert not marked(owner.host_id)
+
+
+def test_a_marked_leftover_of_an_unknown_host_is_reaped(state_dir):
+    """A marked process of this user and this state dir whose host nothing shows alive (no
+    owner named anywhere, no registry entry, no live watchdog) is a leftover: reaped."""
+    vague = {"HOSTCONSOLE_HOST": "vague", "HOSTCONSOLE_PROVIDER": "x", "HOSTCONSOLE_STATE_DIR": str(state_dir)}
+    p = subprocess.Popen(["sleep", "300"], env={**os.environ, **vague}, start_new_session=True)
+    try:
+        dry = hostconsole.reap(dry_run=True, state_dir=state_dir)
+        assert [(r["host"], r["name"]) for r in dry] == [("vague", "x")] and p.poll() is None
+        report = hostconsole.reap(state_dir=state_dir)
+        assert report.found == 1 and report["x"]["outcome"] == "exited"
+        assert p.wait(5) == -signal.SIGTERM
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+def test_a_marked_process_of_a_host_with_an_unreadable_entry_is_left_alone(state_dir):
+    """...but a host whose registry entry exists and cannot be read is never judged dead on
+    a guess: its processes may be a live host's."""
+    d = state_dir / "hosts" / "murky"
+    d.mkdir(parents=True, mode=0o700)
+    (d / "host.json").write_text("{not json")
+    murky = {"HOSTCONSOLE_HOST": "murky", "HOSTCONSOLE_PROVIDER": "x", "HOSTCONSOLE_STATE_DIR": str(state_dir)}
+    p = subprocess.Popen(["sleep", "300"], env={**os.environ, **murky}, start_new_session=True)
+    try:
+        with pytest.warns(RuntimeWarning):
+            assert hostconsole.reap(state_dir=state_dir).found == 0
+        assert p.poll() is None and d.exists()
+    finally:
+        p.kill()
+        p.wait()

@@ -22,6 +22,7 @@ from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
 import hostconsole
+from hostconsole import _proc
 
 from helpers import alive, free_port, marked, read_pids, wait_until
 
@@ -238,16 +239,27 @@ def test_reload_ext_leaves_nothing_and_rewraps_do_shutdown_once(shared):
 
 def test_shutdown_request_stops_providers_before_it_returns(kernel):
     mix = kernel.start_mix()
-    # Its own stop timeout (the default 5 s) is longer than the manager's patience: the
-    # kernel's shutdown caps it, so the kernel still exits cleanly, before the SIGTERM.
-    kernel.run("%%host run patient\ntrap '' TERM\nsleep 300 & wait")
+    # Its own stop timeout (3 s) is longer than the manager's patience: the kernel still exits
+    # cleanly, before the manager's SIGTERM, and leaves that one stop to its watchdog, which
+    # keeps the provider's own stop timeout (a database gets to checkpoint).
+    kernel.run("%%host run patient --stop-timeout 3\ntrap '' TERM\necho ready\nsleep 300 & wait")
+    wait_until(lambda: "ready" in kernel.eval("_hc.get_host().logs('patient')"), what="the trap")
+    patient = kernel.eval("list(_hc.get_host().provider('patient').main)")
     t0 = time.monotonic()
     kernel.km.shutdown_kernel()
     took = time.monotonic() - t0
     print(f"\nshutdown_kernel() with the mix: {took:.2f} s")
-    assert not marked(mix["host"]), "the kernel stopped them before it exited"
     assert kernel.proc.wait(timeout=5) == 0, "a clean exit, not the manager's SIGTERM or SIGKILL"
     assert took < 2.5, "inside jupyter_client's patience"
+    left = {m.get("HOSTCONSOLE_PROVIDER") for m in marked(mix["host"]).values()} - {None}
+    assert left <= {"patient"}, "every provider that ends on its signal was stopped before the kernel exited"
+    wait_until(lambda: not marked(mix["host"]), timeout=10, what="the watchdog to finish the handed-over stop")
+    waited = time.monotonic() - t0
+    assert 2.9 < waited, "the patient provider kept its own stop timeout (3 s), not the kernel's 1.5 s"
+    report = json.loads((kernel.state_dir / "hosts" / mix["host"] / "watchdog-report.json").read_text())
+    assert report["handover"] is True
+    assert {o["name"]: o["outcome"] for o in report["outcomes"]}.get("patient") == "killed"
+    assert not alive(_proc.ProcId(*patient))
 
 
 def test_extension_loaded_at_kernel_startup_hooks_the_shutdown_too(tmp_path, kernels_dir):

@@ -372,10 +372,12 @@ def test_a_port_held_by_a_dying_leftover_is_waited_for(host, state_dir, tmp_path
 def test_purge_timeout_bounds_the_whole_purge_not_each_level(host):
     """Regression: the timeout capped each level, so a chain of dependent providers that
     ignore SIGTERM could outlast the 2.5 s a kernel has to shut down."""
-    stubborn = "trap '' TERM; sleep 300 & wait"
+    stubborn = "trap '' TERM; echo ready; sleep 300 & wait"
     host.run("a", stubborn, shell=True)
     host.run("b", stubborn, shell=True, requires="a")
     host.run("c", stubborn, shell=True, requires="b")
+    for n in "abc":  # (the trap is set once it says so)
+        wait_until(lambda: "ready" in host.logs(n), what=f"{n}'s trap")
     t0 = time.monotonic()
     report = host.purge(timeout=1.0)
     elapsed = time.monotonic() - t0
