@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from . import _proc, _statedir, registry
+from . import _logfiles, _proc, _statedir, registry
 from ._observe import Member, members_from_wire, ps_record, scan_marked, tree_figures
 from ._stop import Finder, Target
 from ._table import PsTable, StopReport
@@ -169,6 +169,45 @@ def cmd_reap(args) -> int:
     return 0
 
 
+def cmd_logs(args) -> int:
+    """A provider's last lines: of a live host (``--host`` if several have that name), or
+    with ``--previous`` of an owner's previous host (``--key``: which owner; a kernel's is
+    ``kernel-ID``)."""
+    state_dir = _state_dir(args)
+    check_name(args.name)
+    if args.n < 0:
+        raise HostError(f"-n must be a non-negative number of lines, not {args.n}")
+    if args.previous:
+        keys = sorted({r.log_key for r in registry.read_all(state_dir) if not r.alive} |
+                      set(_listdir(state_dir / _logfiles.PREVIOUS)))
+        key = args.key or (keys[0] if len(keys) == 1 else None)
+        if key is None:
+            raise HostError(f"whose previous logs? --key one of: {', '.join(keys)}" if keys else
+                            f"no previous logs in {state_dir}")
+        path = _logfiles.find_previous(state_dir, key, args.name)
+        if path is None:
+            raise HostError(f"no previous logs of {args.name!r} for {key} in {state_dir}")
+    else:
+        found = [r for r in registry.read_all(state_dir) if r.alive and args.name in r.providers
+                 and (args.host is None or r.host_id == args.host)]
+        if not found:
+            raise HostError(f"no live host in {state_dir} has a provider {args.name!r}"
+                            + (f" (host {args.host})" if args.host else ""))
+        if len(found) > 1:
+            raise HostError(f"{len(found)} hosts have a provider {args.name!r}: choose one with --host "
+                            f"({', '.join(r.host_id for r in found)})")
+        path = str(found[0].dir / "logs" / _logfiles.log_name(args.name))
+    sys.stdout.write(_logfiles.tail(path, args.n))
+    return 0
+
+
+def _listdir(path: Path) -> List[str]:
+    try:
+        return [n for n in os.listdir(path) if not n.startswith(".")]
+    except OSError:
+        return []
+
+
 def _state_dir(args) -> Path:
     return _statedir.resolve(getattr(args, "state_dir", None))
 
@@ -185,5 +224,12 @@ def add_commands(sub) -> None:
     reap = sub.add_parser("reap", help="stop leftovers of dead hosts")
     reap.add_argument("--dry-run", action="store_true", help="only say what would be stopped")
     reap.set_defaults(fn=cmd_reap)
-    for p in (ps, stop, reap):
+    logs = sub.add_parser("logs", help="a provider's last lines (of a live host, or --previous)")
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("-n", type=int, default=50, metavar="LINES", help="how many (default 50)")
+    logs.add_argument("--host", metavar="HOST_ID", help="which live host, if several have NAME")
+    logs.add_argument("--previous", action="store_true", help="of the previous host of an owner (after a restart)")
+    logs.add_argument("--key", help="whose previous host: kernel-ID for a kernel, default for others")
+    logs.set_defaults(fn=cmd_logs)
+    for p in (ps, stop, reap, logs):
         p.add_argument("--state-dir", help="default: $HOSTCONSOLE_STATE_DIR or the per-user default")

@@ -360,21 +360,24 @@ class Launcher:
     def _check_port(self, prov: Provider) -> None:
         """Refuse at once if the port the readiness check names is already taken.
 
-        A leftover of a dead host that its own watchdog is still stopping is waited for
-        (briefly), since it is about to free the port."""
+        A leftover of a dead host that its own watchdog is still stopping (a restarted
+        kernel's previous host, say) is waited for, as long as its own stop timeout allows:
+        it is about to free the port."""
         port = prov.ready_spec.port
         if port is None or not _ready.port_open(port):
             return
-        deadline = time.monotonic() + PORT_WAIT
+        t0 = time.monotonic()
+        deadline = t0 + PORT_WAIT
         while True:
             holders = _ready.port_holders(port)
             if not holders and not _ready.port_open(port):
                 return  # its holder went away while we looked
             described, dying = [], False
             for pid, cmd in holders or [(None, "")]:
-                text, leftover_being_stopped = self._describe_holder(pid, cmd)
+                text, wait = self._describe_holder(pid, cmd)
                 described.append(text)
-                dying = dying or leftover_being_stopped
+                dying = dying or wait > 0
+                deadline = max(deadline, t0 + wait)
             if dying and time.monotonic() < deadline:
                 with self.table.lock:
                     self.table.changed.wait(0.1)  # (a wait that a stop of ours may cut short)
@@ -383,14 +386,15 @@ class Launcher:
                 continue
             raise PortInUse(f"port {port} is already taken by {'; '.join(described)}")
 
-    def _describe_holder(self, pid: Optional[int], cmd: str) -> Tuple[str, bool]:
-        """One phrase for whoever holds a port; and whether it is a dying leftover."""
+    def _describe_holder(self, pid: Optional[int], cmd: str) -> Tuple[str, float]:
+        """One phrase for whoever holds a port; and, for a dying leftover, how long it may
+        take to go (0 for anyone else)."""
         from ._observe import Marked, owner_of
         from .reap import Judge, Life
         from .registry import read_all
 
         if pid is None:
-            return "a process this user cannot see (another user's?)", False
+            return "a process this user cannot see (another user's?)", 0.0
         m = _proc.markers(pid)
         what = f"pid {pid} ({cmd})" if cmd else f"pid {pid}"
         hid, name = m.get("HOSTCONSOLE_HOST"), m.get("HOSTCONSOLE_PROVIDER")
@@ -398,17 +402,22 @@ class Launcher:
             # A process in exit has lost its memory (no environment, no command line) a
             # moment before it closes its sockets: it is about to free the port.
             exiting = not cmd and not _proc.environ_readable(pid)
-            return what + (" (exiting)" if exiting else ""), exiting
+            return what + (" (exiting)" if exiting else ""), PORT_WAIT if exiting else 0.0
         session = self._session()
         if hid == session.host_id:
-            return f"provider {name!r} of this host, {what}", False
+            return f"provider {name!r} of this host, {what}", 0.0
         st = _proc.stat(pid)
         holder = Marked(st.ident if st is not None else ProcId(pid, 0), _proc.owner_uid(pid), hid, name, owner_of(m),
                         m.get("HOSTCONSOLE_STATE_DIR"))
         judge = Judge({r.host_id: r for r in read_all(session.state_dir)}, [holder])
         life, owner = judge.life(hid), judge.owner(hid)
         if life is Life.ALIVE and owner is not None:
-            return f"provider {name!r} of live host {hid} (owner pid {owner.pid}), {what}", False
+            return f"provider {name!r} of live host {hid} (owner pid {owner.pid}), {what}", 0.0
+        wait = 0.0
+        if life is Life.ENDING:  # its watchdog is stopping it: as long as its stop timeout, and then some
+            rec = judge.records.get(hid)
+            p = rec.providers.get(name or "") if rec is not None else None
+            wait = max(PORT_WAIT, (p.stop_timeout if p is not None else 0.0) + 3.0)
         return (f"a leftover of dead host {hid} (provider {name!r}), {what}: "
-                f"run `%host reap` or hostconsole.reap() to stop it"), life is Life.ENDING
+                f"run `%host reap` or hostconsole.reap() to stop it"), wait
 

@@ -205,27 +205,36 @@ def previous_dir(state_dir: PathLike, key: str) -> str:
 
 def keep_previous(host_dir: PathLike, state_dir: PathLike, key: str) -> None:
     """Keep a host's logs as the previous logs of ``key`` (its owner: a kernel's id
-    survives its restarts), replacing the ones kept before; drop other keys' older than a
-    week.  So after a Restart Kernel, why postgres died can still be read."""
+    survives its restarts): each provider's log replaces the one kept of that name before,
+    the others stay; what is older than a week goes.  So after Restart Kernel, why
+    postgres died can still be read -- even after a restart that ran no postgres."""
     import shutil
 
     logs = os.path.join(os.fspath(host_dir), "logs")
-    if not os.path.isdir(logs):
-        return
     base = os.path.join(os.fspath(state_dir), PREVIOUS)
+    dest = os.path.join(base, key)
     try:
-        os.makedirs(base, mode=0o700, exist_ok=True)
-        dest = os.path.join(base, key)
-        tmp = f"{dest}.{os.getpid()}.old"
-        if os.path.lexists(dest):
-            os.replace(dest, tmp)
-        os.replace(logs, dest)
-        shutil.rmtree(tmp, ignore_errors=True)
+        names = [n for n in os.listdir(logs) if n.endswith(".log")]
+    except OSError:
+        return
+    try:
+        if names:
+            os.makedirs(dest, mode=0o700, exist_ok=True)
+        for n in names:
+            for old in (os.path.join(dest, n), os.path.join(dest, n + ".1")):
+                if os.path.lexists(old):
+                    os.unlink(old)  # (the older run's rotated part must not pass for this one's)
+            os.replace(os.path.join(logs, n), os.path.join(dest, n))
+            if os.path.exists(os.path.join(logs, n + ".1")):
+                os.replace(os.path.join(logs, n + ".1"), os.path.join(dest, n + ".1"))
         now = time.time()
         for other in os.listdir(base):
-            path = os.path.join(base, other)
-            if other != key and now - os.lstat(path).st_mtime > PREVIOUS_MAX_AGE:
-                shutil.rmtree(path, ignore_errors=True)
+            d = os.path.join(base, other)
+            for f in os.listdir(d) if os.path.isdir(d) else []:
+                if now - os.lstat(os.path.join(d, f)).st_mtime > PREVIOUS_MAX_AGE:
+                    os.unlink(os.path.join(d, f))
+            if not os.listdir(d):
+                shutil.rmtree(d, ignore_errors=True)
     except OSError:
         pass  # (keeping them is a courtesy: never a reason for a shutdown to fail)
 

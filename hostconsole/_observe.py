@@ -51,20 +51,7 @@ if _proc.LINUX:
         except (OSError, IndexError, ValueError):
             return None
 
-    def _listening() -> Dict[int, int]:
-        """socket inode -> port, for every listening TCP socket of the machine."""
-        out: Dict[int, int] = {}
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-            try:
-                with open(table, "rb") as f:
-                    next(f, None)
-                    for line in f:
-                        parts = line.split()
-                        if len(parts) > 9 and parts[3] == b"0A":  # TCP_LISTEN
-                            out[int(parts[9])] = int(parts[1].rsplit(b":", 1)[1], 16)
-            except OSError:
-                pass
-        return out
+    _listening = _proc.listening_sockets
 
     def _sockets(pid: int) -> List[int]:
         """The inodes of a process's sockets."""

@@ -20,6 +20,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Optional
 
+from . import _proc
 from .errors import InvalidSpec
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""}
@@ -62,10 +63,12 @@ class PortReady(ReadySpec):
         self.text, self.port = text, port
 
     def describe(self) -> str:
-        return f"port {self.port} to accept connections"
+        return f"port {self.port} to accept connections (on localhost, or a listening socket on any address)"
 
     def check(self, log_path: Optional[Path], log_offset: int, deadline_left: float) -> bool:
-        return port_open(self.port)
+        # A server bound to one non-loopback address refuses localhost: then a socket that
+        # listens on the port, on whatever address, is its readiness.
+        return port_open(self.port) or self.port in _proc.listening_sockets().values()
 
 
 class HttpReady(ReadySpec):

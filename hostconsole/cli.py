@@ -7,7 +7,7 @@ import socket
 import sys
 import time
 import urllib.request
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 
 def _free_port() -> int:
@@ -65,9 +65,16 @@ def cmd_console(args, ipython_args: List[str]) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr (and exit status 2), not usage and an error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="hostconsole", description="Process host console for IPython and Jupyter.")
-    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+    ap = _Parser(prog="hostconsole", description="Process host console for IPython and Jupyter.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     demo = sub.add_parser("demo", help="run a short demonstration: a web server and a worker, then purge")
     demo.add_argument("--port", type=int, default=0, help="port for the demo web server (default: a free one)")
     demo.set_defaults(fn=cmd_demo)

@@ -43,6 +43,7 @@ USAGE = """\
 %%host run NAME [OPTIONS]               the cell body is a bash script, run as the provider
 %host ps [--all] [--json]               table of providers; --all adds stopped ones
 %host logs NAME [-n LINES] [--follow]   last lines of a provider's output; --follow until interrupted
+%host logs NAME --previous              the same provider's logs of this kernel's previous host
 %host stop NAME [NAME ...]              stop providers (their dependents first)
 %host restart NAME
 %host purge [--timeout SECONDS]         stop every provider; the host stays up
@@ -125,6 +126,8 @@ def _build_parsers() -> dict:
     p.add_argument("name", metavar="NAME")
     p.add_argument("-n", type=_lines, metavar="LINES")
     p.add_argument("--follow", action="store_true", help="keep printing new output until interrupted")
+    p.add_argument("--previous", action="store_true",
+                   help="the logs of this kernel's previous host (before Restart Kernel, say)")
 
     p = ps["stop"] = _Parser("stop", "Stop providers, their dependents first.")
     p.add_argument("names", nargs="+", metavar="NAME")
@@ -360,8 +363,10 @@ class HostMagics(Magics):
     def _logs(self, args):
         host = _host.get_host()
         n = {} if args.n is None else {"n": args.n}
+        if args.previous and args.follow:
+            raise UsageError("%host logs: --previous and --follow do not go together (the previous host is gone)")
         if not args.follow:
-            text = host.logs(args.name, **n)
+            text = host.logs(args.name, previous=args.previous, **n)
             if text:
                 print(text, end="" if text.endswith("\n") else "\n")
             return None
@@ -471,6 +476,26 @@ def load_ipython_extension(shell):
     # process's one host, and it starts lazily, on `%host start` or the first `%host run`.
     if shell not in _installed:
         _installed[shell] = _Hooks(shell)
+    key = _kernel_key(shell)
+    if key is not None:
+        _host.get_host().log_key = key  # Restart Kernel keeps the id: `logs --previous` finds its logs
+
+
+def _kernel_key(shell) -> Optional[str]:
+    """``kernel-ID`` for a Jupyter kernel (the id of its connection file, which survives a
+    restart), None elsewhere."""
+    if getattr(shell, "kernel", None) is None:
+        return None
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:  # no connection file (an embedded kernel): the default key will do
+        return None
+    stem = name[:-5] if name.endswith(".json") else name
+    stem = stem[len("kernel-"):] if stem.startswith("kernel-") else stem
+    safe = "".join(c for c in stem if c.isalnum() or c in "-_.")[:100].lstrip(".")
+    return f"kernel-{safe}" if safe else None
 
 
 def unload_ipython_extension(shell):
