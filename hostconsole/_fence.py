@@ -138,15 +138,16 @@ class CpuSlice:
 
     def for_host(self, host_id: str) -> "CpuSlice":
         s = CpuSlice(self.base, self.home)
-        try:
-            (self.base / host_id).mkdir(exist_ok=True)
-            s.path = self.base / host_id
-        except OSError:
-            s.path = None
+        s.path = self.base / host_id  # (made at its first spawn: looking at a host makes nothing)
         return s
 
     def enter(self) -> None:
         if self.path is not None:
+            try:
+                self.path.mkdir(exist_ok=True)
+            except OSError:
+                self.path = None
+                return
             _write(self.path / "tasks", str(threading.get_native_id()))
 
     def leave(self) -> None:
@@ -353,6 +354,22 @@ def for_record(kind: Optional[str], host_id: str) -> Optional[Fence]:
         return None
     fence = detect(kind)
     return fence.for_host(host_id) if fence.kind == kind else None
+
+
+def cells_of(kind: Optional[str], host_id: str) -> List[Cell]:
+    """Every cell a (dead) host has left, whatever its entry recorded (any kind, if it
+    recorded none: it may have died before it said)."""
+    out: List[Cell] = []
+    for k in ([kind] if kind and kind != "none" else ["cgroup1", "cgroup2"]):
+        fence = for_record(k, host_id)
+        if fence is None or fence.root is None:
+            continue
+        try:
+            names = sorted(os.listdir(fence.root))
+        except OSError:
+            continue
+        out.extend(Cell(fence, fence.root / n) for n in names if (fence.root / n).is_dir())
+    return out
 
 
 def remove_host_cells(kind: Optional[str], host_id: str) -> None:

@@ -274,6 +274,11 @@ class Launcher:
                     self._unlocked(progress, time.monotonic() - t0, what)
             if prov.ready:
                 return
+        raise ProviderFailed(self.failure(prov))
+
+    def failure(self, prov: Provider) -> str:
+        """Why ``prov`` is not ready: one line, then this run's last output."""
+        with self.table.lock:
             state, error = prov.state, prov.error
             code = prov.signal or prov.exit_code
             path, offset = prov.log_path, prov.log_offset
@@ -286,7 +291,7 @@ class Launcher:
             else:
                 error = f"exited ({how}) before it became ready"
         tail = _logfiles.tail(path, 10, start=offset).rstrip() if path is not None else ""
-        raise ProviderFailed(f"{prov.kind} {prov.name!r} {error}" + (f"; last output:\n{tail}" if tail else "; no output"))
+        return f"{prov.kind} {prov.name!r} {error}" + (f"; last output:\n{tail}" if tail else "; no output")
 
     def _unlocked(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn`` (user code: a progress display) without holding the table's lock,

@@ -16,11 +16,12 @@ Threads: ``LogGuard`` runs in the watchdog; ``tail``/``follow`` run in whoever r
 
 from __future__ import annotations
 
+import bisect
 import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, Generator, Optional, Union
+from typing import Callable, Dict, Generator, List, Mapping, Optional, Tuple, Union
 
 HEADER_PREFIX = b"--- hostconsole: "
 CHECK_INTERVAL = 0.1
@@ -91,7 +92,10 @@ def rotate(path: str, cap: int) -> None:
 
 
 class LogGuard:
-    """The watchdog's thread that keeps every registered log under its cap."""
+    """The watchdog's thread that keeps every registered log under its cap, and its time
+    index: each time a log has grown, a line ``SIZE TIME`` goes to ``NAME.log.idx``, so a
+    line's time is known within a check (0.1 s) -- without the watchdog reading any output
+    (a pipe through it would make a chatty provider die with it)."""
 
     def __init__(self, finished: threading.Event):
         self._finished = finished
@@ -105,20 +109,45 @@ class LogGuard:
 
     def run(self) -> None:
         pause = CHECK_INTERVAL
+        seen: Dict[str, int] = {}
         while not self._finished.wait(pause):
             with self._lock:
                 logs = list(self._caps.items())
             rotated = False
+            now = time.time()
             for path, cap in logs:
                 try:
-                    if os.stat(path).st_size > cap:
+                    size = os.stat(path).st_size
+                    if size > cap:
                         rotate(path, cap)
+                        _truncate_index(path)
+                        seen[path] = 0
                         rotated = True
+                    elif size != seen.get(path, -1):
+                        if size < seen.get(path, 0):
+                            _truncate_index(path)  # truncated by someone else
+                        _index(path, size, now)
+                        seen[path] = size
                 except OSError:
                     pass  # deleted under us, or the disk is full: nothing better to do here
             # A provider writing as fast as it can overshoots by what it writes in one
             # pause: look again soon while one is that busy.
             pause = CHECK_INTERVAL / 10 if rotated else CHECK_INTERVAL
+
+
+def _index(path: str, size: int, when: float) -> None:
+    fd = os.open(path + ".idx", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, f"{size} {when:.3f}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def _truncate_index(path: str) -> None:
+    try:
+        os.truncate(path + ".idx", 0)
+    except OSError:
+        pass
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -221,12 +250,12 @@ def keep_previous(host_dir: PathLike, state_dir: PathLike, key: str) -> None:
         if names:
             os.makedirs(dest, mode=0o700, exist_ok=True)
         for n in names:
-            for old in (os.path.join(dest, n), os.path.join(dest, n + ".1")):
+            for suffix in ("", ".1", ".idx"):
+                old = os.path.join(dest, n + suffix)
                 if os.path.lexists(old):
                     os.unlink(old)  # (the older run's rotated part must not pass for this one's)
-            os.replace(os.path.join(logs, n), os.path.join(dest, n))
-            if os.path.exists(os.path.join(logs, n + ".1")):
-                os.replace(os.path.join(logs, n + ".1"), os.path.join(dest, n + ".1"))
+                if os.path.exists(os.path.join(logs, n + suffix)):
+                    os.replace(os.path.join(logs, n + suffix), old)
         now = time.time()
         for other in os.listdir(base):
             d = os.path.join(base, other)
@@ -257,3 +286,134 @@ def find_previous(state_dir: PathLike, key: str, name: str, exclude: Optional[st
         return newest
     path = os.path.join(previous_dir(state_dir, key), log_name(name))
     return path if os.path.exists(path) else None
+
+
+# --- several logs at once: lines with their times -----------------------------------------
+
+INDEX_READ_MAX = 1 << 20
+
+
+def _read_index(path: PathLike) -> List[Tuple[int, float]]:
+    """(size, time) of a log's index, in order: the log had reached SIZE bytes at TIME."""
+    try:
+        with open(os.fspath(path) + ".idx", "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - INDEX_READ_MAX))
+            data = f.read()
+    except OSError:
+        return []
+    out = []
+    for line in data.split(b"\n")[1 if len(data) >= INDEX_READ_MAX else 0:]:
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out.append((int(parts[0]), float(parts[1])))
+            except ValueError:
+                continue
+    return out
+
+
+def timed_tail(path: PathLike, n: int) -> List[Tuple[Optional[float], str]]:
+    """The last ``n`` lines of a log, each with the time it was written by (within a check
+    of the watchdog; None where unknown: before the index began, or rotated away)."""
+    if n <= 0:
+        return []
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return []
+    with f:
+        f.seek(0, os.SEEK_END)
+        pos = end = f.tell()
+        chunk, data = 8192, b""
+        while pos > 0 and data.count(b"\n") <= n:
+            step = min(chunk, pos)
+            pos -= step
+            f.seek(pos)
+            data = f.read(step) + data
+            chunk *= 2
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    index = _read_index(path)
+    sizes = [s for s, _ in index]
+    try:
+        last_write: Optional[float] = os.stat(path).st_mtime  # (for what came after the last index entry)
+    except OSError:
+        last_write = None
+    out: List[Tuple[Optional[float], str]] = []
+    offset = end - len(data)
+    for raw in lines:
+        offset += len(raw) + 1
+        k = bisect.bisect_left(sizes, min(offset, end))
+        out.append((index[k][1] if k < len(index) else last_write, raw.decode("utf-8", errors="replace")))
+    return out[-n:]
+
+
+def merged_tail(logs: Mapping[str, PathLike], n: int) -> List[Tuple[Optional[float], str, str]]:
+    """The last ``n`` lines of each log, interleaved by time: (time, name, line)."""
+    rows: List[Tuple[float, int, int, Optional[float], str, str]] = []
+    for k, (name, path) in enumerate(logs.items()):
+        last = 0.0
+        for i, (t, line) in enumerate(timed_tail(path, n)):
+            last = t if t is not None else last  # an unknown time sorts with the line before
+            rows.append((last, k, i, t, name, line))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    return [(t, name, line) for _, _, _, t, name, line in rows]
+
+
+def follow_all(paths_of: Callable[[], Mapping[str, Optional[Path]]], n: int, poll: float = 0.1,
+               sleep: Callable[[float], None] = time.sleep,
+               idle: bool = False) -> Generator[Tuple[Optional[str], str], None, None]:
+    """The last ``n`` lines of every log (interleaved by time), then each new line of any
+    of them as it comes: (name, line), for ever.  New providers are picked up as they
+    appear; a log rotated or truncated is read again from its start.  With ``idle``, a
+    round with nothing new yields ``(None, "")`` (a caller's chance to look elsewhere)."""
+    start = {name: size(p) for name, p in paths_of().items() if p is not None}
+    for _, name, line in merged_tail({k: v for k, v in paths_of().items() if v is not None}, n):
+        yield name, line
+    pos = dict(start)
+    partial: Dict[str, bytes] = {}
+    while True:
+        got = False
+        for name, path in paths_of().items():
+            if path is None:
+                continue
+            now = size(path)
+            at = pos.setdefault(name, 0)
+            if now < at:
+                at = pos[name] = 0
+            if now > at:
+                with open(path, "rb") as f:
+                    f.seek(at)
+                    data = partial.pop(name, b"") + f.read(now - at)
+                pos[name] = now
+                *complete, rest = data.split(b"\n")
+                if rest:
+                    partial[name] = rest
+                for raw in complete:
+                    got = True
+                    yield name, raw.decode("utf-8", errors="replace")
+        if not got:
+            sleep(poll)
+            if idle:
+                yield None, ""
+
+
+_PALETTE = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91")
+
+
+def colour_of(name: str) -> str:
+    """A stable ANSI colour for a provider's name (the same in every run and process)."""
+    import zlib
+
+    return _PALETTE[zlib.crc32(name.encode()) % len(_PALETTE)]
+
+
+def prefixed(name: str, line: str, width: int, colour: bool, when: Optional[float] = None) -> str:
+    """``name | line`` (``HH:MM:SS name | line`` with a time), the name coloured if asked."""
+    label = name.ljust(width)
+    if colour:
+        label = f"\x1b[{colour_of(name)}m{label}\x1b[0m"
+    stamp = time.strftime("%H:%M:%S ", time.localtime(when)) if when is not None else ""
+    return f"{stamp}{label} | {line}"

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
 from . import _proc
 from ._proc import ProcId
 from .registry import ProviderRecord
 from .state import State
+
+if TYPE_CHECKING:
+    from ._session import Session
+    from ._table import PsTable
+    from .provider import ProviderTable
 
 Member = Tuple[ProcId, float]  # a process of a tree, and its CPU %
 EMPTY_FIGURES: Dict[str, Any] = {"cpu_percent": 0.0, "rss": 0, "nprocs": 0, "ports": []}
@@ -154,6 +159,44 @@ def ps_record(rec: ProviderRecord, figures: Optional[Mapping[str, Any]] = None, 
         "error": rec.error,
         "command": spec.command_line() if spec is not None else None,
     }
+
+
+def host_ps(session: Optional["Session"], table: "ProviderTable", records: List[ProviderRecord]) -> "PsTable":
+    """A host's ``ps`` table: its records, with the figures of their trees."""
+    from ._table import PsTable
+
+    trees = _host_trees(session, table, [r.name for r in records])
+    figures = tree_figures(trees)
+    now = time.time()
+    rows = [ps_record(r, figures.get(r.name), now=now) for r in records]
+    notes = []
+    if session is not None and session.watchdog_lost:
+        notes.append("this host's watchdog died: providers keep running, but if this process dies now "
+                     "they are left to the next reap; shut the host down and start it again to re-arm it")
+    return PsTable(rows, notes)
+
+
+def _host_trees(session: Optional["Session"], table: "ProviderTable", names: Sequence[str]) -> Dict[str, List[Member]]:
+    """Every live process of each provider's tree, with its CPU %: the watchdog's view, or
+    (without a watchdog) a walk of this user's processes from here."""
+    from ._stop import Finder, Target, user_universe
+    from ._watchdog_client import WatchdogLost
+    from .errors import HostError
+
+    if session is None or not names:
+        return {}
+    if not session.watchdog_lost:
+        try:
+            trees = session.watchdog.trees(list(names))
+            return {n: members_from_wire(rows) for n, rows in trees.items()}
+        except (WatchdogLost, HostError):
+            pass
+    with table.lock:
+        provs = [table.providers[n] for n in names if n in table.providers and table.providers[n].main is not None]
+        targets = [Target.of(p.spec, p.main) for p in provs]
+    found = Finder(session.host_id, user_universe).find(targets)
+    cpu = session.cpu.percent(found[pid] for t in targets for pid in t.members if pid in found)
+    return {t.name: [(i, cpu.get(i, 0.0)) for i in t.members.values()] for t in targets}
 
 
 # --- marked processes ---------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 import time
@@ -48,6 +49,74 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Stop(Exception):
+    """SIGTERM or SIGHUP to ``hostconsole up``: stop the stack, as on Ctrl-C."""
+
+
+def cmd_up(args) -> int:
+    """A stack in the foreground: up, then every provider's output with its name, until
+    Ctrl-C or SIGTERM (an ordered stop, exit 0) or a provider fails without a restart left
+    (named on stderr, the rest stopped in order, exit 1).  Being a host, if this process is
+    killed its watchdog stops the stack."""
+    import os
+    import signal
+
+    from . import _logfiles, stack
+    from .errors import HostconsoleError
+    from .host import Host
+    from .state import State
+
+    loaded = stack.load(args.file)
+    names = loaded.select(args.names)
+    for w in loaded.warnings:
+        print(f"hostconsole up: {w}", file=sys.stderr)
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    width = max(len(n) for n in names)
+
+    def on_signal(signum, frame):
+        raise _Stop()
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    host = Host()
+    status = 0
+    try:
+        host.start()
+        host.up(loaded.path, names, progress=lambda n, t, what: None)
+        print(f"hostconsole up: {', '.join(names)} ready (host {host.host_id}); Ctrl-C stops them", file=sys.stderr)
+        for name, line in _follow(host, names):
+            if name is None:
+                failed = [n for n in names if host.provider(n).state == State.FAILED]
+                if failed:
+                    p = host.provider(failed[0])
+                    print(f"hostconsole up: {failed[0]} failed ({p.error or f'exit {p.signal or p.exit_code}'}); "
+                          f"stopping the rest", file=sys.stderr)
+                    status = 1
+                    break
+                continue
+            sys.stdout.write(_logfiles.prefixed(name, line, width, colour) + "\n")
+            sys.stdout.flush()
+    except (KeyboardInterrupt, _Stop):
+        pass
+    except HostconsoleError as e:
+        print(f"hostconsole up: {str(e).splitlines()[0]}", file=sys.stderr)
+        status = 1
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # (the stop itself is not to be cut short)
+            signal.signal(sig, signal.SIG_IGN)
+        report = host.shutdown()
+        if report.records:
+            print(f"hostconsole up: stopped, in order: {', '.join(r['name'] for r in report.records)}",
+                  file=sys.stderr)
+    return status
+
+
+def _follow(host, names):
+    from . import _logfiles
+
+    return _logfiles.follow_all(lambda: host._log_paths(names), 0, idle=True)
+
+
 def cmd_console(args, ipython_args: List[str]) -> int:
     """Terminal IPython with the extension loaded and the host started."""
     from IPython.terminal.ipapp import TerminalIPythonApp
@@ -82,10 +151,20 @@ def main(argv: Optional[List[str]] = None) -> int:
                              help="IPython with the extension loaded and the host started; "
                                   "every other argument goes to IPython")
     console.set_defaults(fn=cmd_console)
+    up = sub.add_parser("up", help="a stack in the foreground: every provider's output; Ctrl-C stops it")
+    up.add_argument("args", nargs="*", metavar="[FILE] NAME", help="the stack file (default: hostconsole.toml, "
+                    "process-compose.yaml or Procfile here), then the providers to bring up (default: all)")
+    up.set_defaults(fn=cmd_up)
     from ._cli_hosts import add_commands
 
     add_commands(sub)
     args, extra = ap.parse_known_args(argv)
+    if getattr(args, "fn", None) is cmd_up:
+        items = list(args.args)
+        first = items[0] if items else ""
+        is_file = bool(items) and (os.path.exists(first) or "/" in first or first.endswith((".toml", ".yaml", ".yml"))
+                                   or os.path.basename(first).lower().startswith("procfile"))
+        args.file, args.names = (first, items[1:]) if is_file else (None, items)
     if not getattr(args, "fn", None):
         ap.print_help()
         return 2

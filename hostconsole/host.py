@@ -33,12 +33,12 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any, Dict, Generator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional, Sequence, Union
 
 from . import _logfiles, _proc, _statedir, registry
 from ._launch import Launcher, Progress, RestartPolicy
 from ._ops import Future, Purge, StopOp
-from ._observe import Member, members_from_wire, ps_record, tree_figures
+from . import _observe
 from ._session import Session
 from ._stop import Deadline, Finder, Target, order_for_stop, stop_levels, user_universe
 from ._table import PsTable, StopReport
@@ -48,6 +48,9 @@ from .errors import (DuplicateProvider, HostError, InvalidSpec, PlatformNotSuppo
 from .provider import Provider, ProviderTable
 from .spec import ProviderSpec, check_name, check_seconds, check_timeout
 from .state import ACTIVE, State
+
+if TYPE_CHECKING:
+    from ._up import UpReport
 
 _live_hosts: "weakref.WeakSet[Host]" = weakref.WeakSet()
 
@@ -227,6 +230,29 @@ class Host:
         self._launcher.start(prov, old, wait=wait, progress=progress)
         return prov
 
+    def up(self, file: Union[str, "os.PathLike[str]", None] = None, names: Sequence[str] = (), *, wait: bool = True,
+           progress: Optional[Callable[[str, float, str], None]] = None) -> "UpReport":
+        """Bring up a stack from ``file`` (``hostconsole.toml``, ``process-compose.yaml``,
+        ``Procfile``; found in the current directory if None), or only ``names`` and what
+        they require: independent providers concurrently, each after what it requires.
+        Idempotent: what runs with the same spec is left alone, a changed one is restarted
+        with its dependents, a new one started.  Returns once all are ready (unless not
+        ``wait``); raises naming the first that failed, leaving the ready ones up.
+        ``progress(name, seconds, waiting_for)`` is called about every 0.25 s while waiting."""
+        from . import _up, stack
+
+        if isinstance(names, str):
+            names = [names]
+        return _up.up(self, stack.load(file), list(names), wait=wait, progress=progress)
+
+    def down(self, file: Union[str, "os.PathLike[str]", None] = None, names: Sequence[str] = ()) -> StopReport:
+        """Stop a stack's providers (or ``names`` of it), dependents first."""
+        from . import _up, stack
+
+        if isinstance(names, str):
+            names = [names]
+        return _up.down(self, stack.load(file), list(names))
+
     # --- looking -------------------------------------------------------------------------
 
     def provider(self, name: str) -> Provider:
@@ -239,24 +265,6 @@ class Host:
     def __contains__(self, name: object) -> bool:
         return name in self._providers
 
-    def _trees(self, names: Sequence[str]) -> Dict[str, List[Member]]:
-        """Every live process of each provider's tree, with its CPU %."""
-        session = self._session
-        if session is None or not names:
-            return {}
-        if not session.watchdog_lost:
-            try:
-                trees = session.watchdog.trees(list(names))
-                return {n: members_from_wire(rows) for n, rows in trees.items()}
-            except (WatchdogLost, HostError):
-                pass
-        with self._lock:
-            targets = [Target.of(self._providers[n].spec, self._providers[n].main) for n in names
-                       if n in self._providers and self._providers[n].main is not None]
-        table = Finder(session.host_id, user_universe).find(targets)
-        cpu = session.cpu.percent(table[pid] for t in targets for pid in t.members if pid in table)
-        return {t.name: [(i, cpu.get(i, 0.0)) for i in t.members.values()] for t in targets}
-
     def ps(self, all: bool = False) -> PsTable:
         """A table of providers with live figures for each whole process tree.
 
@@ -264,16 +272,8 @@ class Host:
         """
         with self._lock:
             records = [p.record() for p in self._providers.values() if all or p.state != State.STOPPED]
-            lost = self._session is not None and self._session.watchdog_lost
-        trees = self._trees([r.name for r in records])
-        figures = tree_figures(trees)
-        now = time.time()
-        rows = [ps_record(r, figures.get(r.name), now=now) for r in records]
-        notes = []
-        if lost:
-            notes.append("this host's watchdog died: providers keep running, but if this process dies now "
-                         "they are left to the next reap; shut the host down and start it again to re-arm it")
-        return PsTable(rows, notes)
+            session = self._session
+        return _observe.host_ps(session, self._table, records)
 
     def logs(self, name: str, n: int = 100, previous: bool = False) -> str:
         """The last ``n`` lines of a provider's stdout and stderr; with ``previous``, of the
@@ -305,6 +305,26 @@ class Host:
                 return p.log_path if p is not None else None
 
         return _logfiles.follow(path_of, n, poll)
+
+    def logs_all(self, names: Sequence[str] = (), n: int = 10) -> List[Any]:
+        """The last ``n`` lines of several providers (all, if none named), interleaved by
+        the time they were written: ``[(time or None, name, line), ...]``."""
+        _check_lines(n)
+        return _logfiles.merged_tail({k: v for k, v in self._log_paths(names).items() if v is not None}, n)
+
+    def follow_all(self, names: Sequence[str] = (), n: int = 10) -> Generator[Any, None, None]:
+        """``logs_all``, then every new line of any of them as it comes: ``(name, line)``,
+        for ever (stop iterating, or interrupt, to stop).  With no names, providers started
+        later are followed too."""
+        _check_lines(n)
+        self._log_paths(names)  # (unknown names fail here, not at the first iteration)
+        return _logfiles.follow_all(lambda: self._log_paths(names), n)
+
+    def _log_paths(self, names: Sequence[str]) -> Dict[str, Optional[Path]]:
+        with self._lock:
+            if names:
+                return {n: self._table.get(n).log_path for n in names}
+            return {n: p.log_path for n, p in self._providers.items()}
 
     def status(self) -> Dict[str, Any]:
         with self._lock:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import sys
 import time
 import weakref
@@ -28,14 +27,13 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import host as _host
+from ._display import HostStatus, Progress, StackProgress, colour_wanted, print_lines
 from .errors import HostconsoleError
 from .reap import reap
 from .spec import OPTIONS
 
 # jupyter_client SIGTERMs the kernel's group 2.5 s after a shutdown request: stop within it.
 KERNEL_SHUTDOWN_TIMEOUT = 1.5
-# A wait shorter than this gets no progress indicator: it would only flicker.
-PROGRESS_AFTER = 0.5
 
 USAGE = """\
 %host start [--state-dir DIR]           start this kernel's host (idempotent); reaps leftovers of dead hosts
@@ -43,7 +41,10 @@ USAGE = """\
 %%host run NAME [OPTIONS]               the cell body is a bash script, run as the provider
 %host ps [--all] [--json]               table of providers; --all adds stopped ones
 %host logs NAME [-n LINES] [--follow]   last lines of a provider's output; --follow until interrupted
+%host logs --all [-n LINES] [--follow]  every provider's lines (or several NAMEs), each prefixed with its name
 %host logs NAME --previous              the same provider's logs of this kernel's previous host
+%host up [FILE] [NAME ...]              bring up a stack (hostconsole.toml, process-compose.yaml, Procfile)
+%host down [FILE] [NAME ...]            stop the stack's providers (dependents first)
 %host stop NAME [NAME ...]              stop providers (their dependents first)
 %host restart NAME
 %host purge [--timeout SECONDS]         stop every provider; the host stays up
@@ -122,12 +123,20 @@ def _build_parsers() -> dict:
     p.add_argument("--all", action="store_true", help="include providers stopped by the user or a purge")
     p.add_argument("--json", action="store_true", help="print a JSON array of records instead")
 
-    p = ps["logs"] = _Parser("logs", "Last lines of a provider's stdout and stderr.")
-    p.add_argument("name", metavar="NAME")
+    p = ps["logs"] = _Parser("logs", "Last lines of a provider's stdout and stderr (of several, or --all: "
+                                     "each line prefixed with its provider's name).")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--all", action="store_true", help="every provider's lines, interleaved by time")
     p.add_argument("-n", type=_lines, metavar="LINES")
     p.add_argument("--follow", action="store_true", help="keep printing new output until interrupted")
     p.add_argument("--previous", action="store_true",
                    help="the logs of this kernel's previous host (before Restart Kernel, say)")
+
+    for verb, what in (("up", "Bring up a stack from FILE (default: hostconsole.toml, process-compose.yaml or "
+                               "Procfile here), or only NAMEs and what they require."),
+                       ("down", "Stop a stack's providers (or NAMEs of it), dependents first.")):
+        p = ps[verb] = _Parser(verb, what)
+        p.add_argument("args", nargs="*", metavar="[FILE] NAME")
 
     p = ps["stop"] = _Parser("stop", "Stop providers, their dependents first.")
     p.add_argument("names", nargs="+", metavar="NAME")
@@ -160,96 +169,6 @@ def _usage_error(e: HostconsoleError) -> UsageError:
         if head.endswith(":"):
             head = head[:-1] + " (above)"
     return UsageError(head)
-
-
-# --- display ------------------------------------------------------------------------------
-
-
-class _Progress:
-    """What ``Host.run`` calls while it waits: one line, updated in place, shown only once
-    the wait is noticeable; finalised (notebook) or erased (terminal) when the wait ends."""
-
-    def __init__(self, shell, name: str):
-        self.name = name
-        self.in_kernel = getattr(shell, "kernel", None) is not None
-        self.on_tty = not self.in_kernel and _isatty(sys.stdout)
-        self.handle = None
-        self.shown = False
-        self.t0 = time.monotonic()
-
-    def __call__(self, elapsed: float, waiting_for: str):
-        if elapsed < PROGRESS_AFTER:
-            return
-        text = f"{self.name}: waiting for {waiting_for} ({elapsed:.1f}s)"
-        if self.in_kernel:
-            self._show(text)
-        elif self.on_tty:
-            width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be erased by \r
-            sys.stdout.write("\r" + text[:width] + "\x1b[K")
-            sys.stdout.flush()
-        self.shown = True
-
-    def _show(self, text: str):
-        from IPython.display import display
-
-        data = {"text/plain": text}
-        if self.handle is None:
-            self.handle = display(data, raw=True, display_id=True)
-        else:
-            self.handle.update(data, raw=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, etype, value, tb):
-        if not self.shown:
-            return False
-        took = time.monotonic() - self.t0
-        if self.in_kernel:
-            if etype is None:
-                final = f"{self.name}: ready after {took:.1f}s"
-            elif issubclass(etype, KeyboardInterrupt):
-                final = f"{self.name}: stopped waiting after {took:.1f}s (interrupted)"
-            else:
-                final = ""  # the error says it all
-            self._show(final)
-        elif self.on_tty:
-            sys.stdout.write("\r\x1b[K")
-            sys.stdout.flush()
-        return False
-
-
-def _isatty(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class HostStatus(dict):
-    """``host.status()`` plus this shell's hooks; a dict that prints as aligned lines."""
-
-    def _lines(self):
-        width = max(map(len, self)) if self else 0
-        for k, v in self.items():
-            if isinstance(v, dict):
-                v = ", ".join(f"{a} {b}" for a, b in v.items()) or "none"
-            elif isinstance(v, (list, tuple)):
-                v = ", ".join(map(str, v)) or "none"
-            yield k.ljust(width), "-" if v is None else str(v)
-
-    def __repr__(self):
-        return "\n".join(f"{k}  {v}" for k, v in self._lines())
-
-    def _repr_pretty_(self, p, cycle):
-        p.text(repr(self))
-
-    def _repr_html_(self):
-        import html
-
-        rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k.strip())}</th>"
-                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self._lines())
-        return f"<table>{rows}</table>"
 
 
 # --- the magics ---------------------------------------------------------------------------
@@ -333,7 +252,7 @@ class HostMagics(Magics):
         kw = {o.key: getattr(args, o.key) for o in OPTIONS if getattr(args, o.key) is not None}
         host = _host.get_host()
         before = host.provider(args.name) if args.name in host else None
-        with _Progress(self.shell, args.name) as progress:
+        with Progress(self.shell, args.name) as progress:
             prov = host.run(args.name, command, shell=cell is not None, wait=not args.no_wait,
                             replace=args.replace, progress=progress, **kw)
         if prov is before:
@@ -365,12 +284,17 @@ class HostMagics(Magics):
         n = {} if args.n is None else {"n": args.n}
         if args.previous and args.follow:
             raise UsageError("%host logs: --previous and --follow do not go together (the previous host is gone)")
+        if not args.names and not args.all:
+            raise UsageError("%host logs: name a provider (NAME), several, or --all")
+        if args.all or len(args.names) > 1:
+            return self._logs_of_many(host, args.names, args.follow, n.get("n", 10))
+        name = args.names[0]
         if not args.follow:
-            text = host.logs(args.name, previous=args.previous, **n)
+            text = host.logs(name, previous=args.previous, **n)
             if text:
                 print(text, end="" if text.endswith("\n") else "\n")
             return None
-        stream = host.follow(args.name, **n)
+        stream = host.follow(name, **n)
         try:
             for text in stream:
                 sys.stdout.write(text)
@@ -381,11 +305,45 @@ class HostMagics(Magics):
             stream.close()
         return None
 
+    def _logs_of_many(self, host, names, follow: bool, n: int):
+        colour = colour_wanted(self.shell)
+        if not follow:
+            print_lines(host.logs_all(names, n), colour)
+            return None
+        width = max([len(x) for x in names or host._providers] + [4])
+        stream = host.follow_all(names, n)
+        try:
+            for name, line in stream:
+                print_lines([(time.time(), name, line)], colour, max(width, len(name)))
+        except KeyboardInterrupt:
+            pass  # how following ends: nothing else is touched
+        finally:
+            stream.close()
+        return None
+
+    @staticmethod
+    def _stack_args(verb: str, args):
+        """``[FILE] [NAME ...]``: the first is the file if it is one (or looks like one)."""
+        items = list(args.args)
+        if items and (os.path.exists(items[0]) or "/" in items[0] or items[0].endswith((".toml", ".yaml", ".yml"))
+                      or os.path.basename(items[0]).lower().startswith("procfile")):
+            return os.path.expanduser(items[0]), items[1:]
+        return None, items
+
+    def _up(self, args):
+        file, names = self._stack_args("up", args)
+        with StackProgress(self.shell) as progress:
+            return _host.get_host().up(file, names, progress=progress)
+
+    def _down(self, args):
+        file, names = self._stack_args("down", args)
+        return _host.get_host().down(file, names)
+
     def _stop(self, args):
         return _host.get_host().stop(*args.names)
 
     def _restart(self, args):
-        with _Progress(self.shell, args.name) as progress:
+        with Progress(self.shell, args.name) as progress:
             return _host.get_host().restart(args.name, progress=progress)
 
     def _purge(self, args):

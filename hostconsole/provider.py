@@ -41,6 +41,7 @@ class Provider:
         self.main: Optional[ProcId] = None
         self.started_at: Optional[float] = None  # monotonic
         self.started_wall: Optional[float] = None
+        self.ready_at: Optional[float] = None  # monotonic: when it first became ready
         self.restarts = restarts
         self.exit_code: Optional[int] = None
         self.signal: Optional[str] = None
@@ -58,6 +59,8 @@ class Provider:
         """The one way to change state (hold the table's lock)."""
         check_move(self.spec.name, self.state, to)
         self.state = to
+        if self.ready and self.ready_at is None:
+            self.ready_at = time.monotonic()
 
     # --- the spec, as attributes ---------------------------------------------------------
 

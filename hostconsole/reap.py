@@ -9,8 +9,10 @@ CLI.  A host is
 * ``DEAD`` when its owner is gone and no watchdog of it runs;
 * ``UNKNOWN`` when nothing names its owner: it is never judged dead on a guess.
 
-A *leftover* is a marked process of this user and this state directory whose host is
-``DEAD`` or ``ENDING``.  The registry adds what a marker cannot say (stop order, signal,
+A *leftover* is a process of a ``DEAD`` host: marked (this user's, this state directory's),
+recorded as a member in its registry entry (pid and start time), or in one of its cells.
+An ``ENDING`` host's processes are its watchdog's to stop (a restarted kernel's previous
+host hands its stops over): reap leaves them to it.  The registry adds what a marker cannot say (stop order, signal,
 timeout) but never decides alone: a process without the marker, a process of a live host,
 another user's process and a recycled pid are never signalled.
 """
@@ -84,7 +86,7 @@ class Judge:
         return Life.DEAD
 
     def is_leftover(self, m: Marked) -> bool:
-        return self.life(m.host_id) in (Life.DEAD, Life.ENDING)
+        return self.life(m.host_id) is Life.DEAD
 
 
 class ReapReport(Table):
@@ -167,13 +169,22 @@ def _leftovers(judge: Judge, marked: Sequence[Marked], exclude: Sequence[str]
         if judge.is_leftover(m):
             found.setdefault(m.host_id, {}).setdefault(m.provider or "", []).append(m.ident)
     for hid, rec in judge.records.items():
-        if hid in exclude or judge.life(hid) not in (Life.DEAD, Life.ENDING):
+        if hid in exclude or judge.life(hid) is not Life.DEAD:
             continue
         for name, (idents, cell) in _recorded(rec).items():
             have = found.setdefault(hid, {}).setdefault(name, [])
             have.extend(i for i in idents if i not in have)
             if cell is not None:
                 cells[(hid, name)] = cell
+        # Every cell of the host, recorded or not (a provider started moments before the
+        # host died may not be in its entry yet: its cell is there all the same).
+        for cell in _fence.cells_of(rec.fence, hid):
+            name = cell.path.name.rsplit(".", 1)[0]
+            idents = [i for i in (_proc.identity(pid) for pid in cell.pids()) if i is not None]
+            if idents:
+                have = found.setdefault(hid, {}).setdefault(name, [])
+                have.extend(i for i in idents if i not in have)
+                cells.setdefault((hid, name), cell)
     return found, cells
 
 

@@ -28,7 +28,7 @@ import pytest
 import hostconsole
 from hostconsole import _proc
 
-from helpers import alive, free_port, wait_until
+from helpers import alive, free_port, read_pids, wait_until
 from remote_host import RemoteHost
 from test_kernel import Kernel, bindable, kernels_dir  # noqa: F401 -- kernels_dir is a fixture
 
@@ -109,20 +109,6 @@ def psql(bindir, port, sql):
     return r.stdout
 
 
-def pg_logs(state_dir, pid):
-    """The text of every pg.log under the state dir -- the live host's, a dead host's
-    (hosts/*/logs) and the kept previous ones (previous/*) -- with lines of postmaster ``pid``."""
-    found = []
-    for path in glob.glob(f"{state_dir}/hosts/*/logs/pg.log*") + glob.glob(f"{state_dir}/previous/*/pg.log*"):
-        try:
-            text = Path(path).read_text(errors="replace")
-        except OSError:
-            continue
-        if f"[{pid}]" in text:
-            found.append(text)
-    return "\n".join(found)
-
-
 def diagnose(state_dir):
     """What the host left in its state dir: for a failure message."""
     out = []
@@ -136,15 +122,23 @@ def diagnose(state_dir):
     return "\n".join(out) or f"(nothing under {state_dir})"
 
 
-def test_restart_kernel_lets_postgres_shut_down_cleanly(tmp_path, kernels_dir, pg_cluster):  # noqa: F811
-    bindir, data, sock = pg_cluster
+def restart_with_postgres_stopping(tmp_path, kernels_dir, pg_cluster, shutdown, stop_timeout):
+    """postgres in a real kernel, made to need ``shutdown`` seconds to shut down, then
+    Restart Kernel, then postgres again on the same data dir and port in the new kernel."""
+    bindir, data, base = pg_cluster
     port = free_port()
-    pg = " ".join(AS_POSTGRES) + f" {bindir}/postgres -D {data} -p {port} -k {sock} -c listen_addresses=127.0.0.1"
-    # Its shutdown outlasts the kernel's 1.5 s: the final archive cycle runs an archive
-    # command of 3 s (that ignores the stop signal) for the segment switched just before
-    # the restart.  Only the watchdog, keeping pg's own stop timeout, lets it finish.
-    slow = pg + " -c archive_mode=on -c \"archive_command=trap '' INT; sleep 3\""
-    run = f"%host run pg --ready port:{port} --stop-signal INT --stop-timeout 10 -- "
+    pg = (" ".join(AS_POSTGRES) + f" {bindir}/postgres -D {data} -p {port} -k {base}"
+          " -c listen_addresses=127.0.0.1")
+    # The shutdown is made slow, and exactly as slow as asked, by the archiver: postgres
+    # shuts down only once the archiving under way has finished, and the archive command
+    # takes ``shutdown`` seconds (ignoring the stop signal) once, for the segment switched
+    # just before the restart, when the file `slow` exists.
+    archive = base / "archive.sh"
+    archive.write_text("#!/bin/sh\ntrap '' INT\n"
+                       f"if [ -e {base}/slow ]; then rm -f {base}/slow; sleep {shutdown}; fi\nexit 0\n")
+    archive.chmod(0o755)
+    slow = pg + f" -c archive_mode=on -c archive_command={archive}"
+    run = f"%host run pg --ready port:{port} --stop-signal INT --stop-timeout {stop_timeout} --cwd {base} -- "
     k = Kernel(tmp_path / "kernel", kernels_dir)
     old_pm = new_pm = None
     try:
@@ -152,8 +146,15 @@ def test_restart_kernel_lets_postgres_shut_down_cleanly(tmp_path, kernels_dir, p
         k.run(run + slow)
         old_pm = identity(k.eval("_hc.get_host().ps().records[0]['pid']"))
         assert str(data) in _proc_cmdline(old_pm.pid), "the provider's main pid is the postmaster"
+        # Something to checkpoint; then every segment archived (quickly) so far, and one
+        # more switched to be archived slowly.
         psql(bindir, port, "create table t as select g, md5(g::text) as m from generate_series(1, 20000) g;"
-                           " update t set m = upper(m); select pg_switch_wal();")
+                           " update t set m = upper(m);")
+        wait_until(lambda: not glob.glob(f"{data}/pg_wal/archive_status/*.ready"), timeout=30,
+                   what="the archiver to catch up")
+        (base / "slow").touch()
+        psql(bindir, port, "select pg_switch_wal();")
+        wait_until(lambda: not (base / "slow").exists(), timeout=30, what="the slow archiving to start")
         old_kernel = k.proc
         t0 = time.monotonic()
         k.km.restart_kernel()  # what JupyterLab's Restart calls
@@ -167,15 +168,19 @@ def test_restart_kernel_lets_postgres_shut_down_cleanly(tmp_path, kernels_dir, p
         # At once, in the restarted kernel: the same port, the same data dir.  This run
         # waits for the previous host's postgres to finish stopping.
         k.run("%load_ext hostconsole")
-        k.run(run + pg, timeout=90)
-        gone = time.monotonic() - t0
+        _, shown = k.run(run + pg, timeout=stop_timeout + 60)
+        ready = time.monotonic() - t0
         assert not alive(old_pm), "the new run returned while the old postgres still ran"
         new_pm = identity(k.eval("_hc.get_host().ps().records[0]['pid']"))
-        print(f"\nrestart_kernel() {took:.2f} s; the new postgres ready {gone:.2f} s after the request")
+        print(f"\nrestart_kernel() {took:.2f} s; the new postgres ready {ready:.2f} s after the request")
 
-        old_log = pg_logs(k.state_dir, old_pm.pid)
+        # The old postgres's log, as a user reads it after a restart.
+        _, old_log = k.run("%host logs pg --previous -n 1000")
+        assert f"[{old_pm.pid}] LOG:  received fast shutdown request" in old_log, (
+            "`%host logs pg --previous` does not show the old postgres's log\n" + diagnose(k.state_dir))
         assert f"[{old_pm.pid}] LOG:  database system is shut down" in old_log, (
-            "the old postgres did not finish its shutdown (killed mid-checkpoint?)\n" + diagnose(k.state_dir))
+            f"the old postgres did not finish its shutdown\nthe new kernel's run showed: {shown}\n"
+            + diagnose(k.state_dir))
         new_log = k.eval("_hc.get_host().logs('pg', n=200)")
         assert "database system is ready to accept connections" in new_log
         for bad in ("not properly shut down", "automatic recovery", "was interrupted"):
@@ -194,7 +199,27 @@ def test_restart_kernel_lets_postgres_shut_down_cleanly(tmp_path, kernels_dir, p
                 kill_if_alive(ident)
 
 
+def test_restart_kernel_lets_postgres_shut_down_cleanly(tmp_path, kernels_dir, pg_cluster):  # noqa: F811
+    # 4 s: longer than the kernel waits (~1.5 s), well inside the stop timeout.
+    restart_with_postgres_stopping(tmp_path, kernels_dir, pg_cluster, shutdown=4, stop_timeout=10)
+
+
+def test_restart_kernel_lets_a_long_postgres_shutdown_finish_within_its_stop_timeout(
+        tmp_path, kernels_dir, pg_cluster):  # noqa: F811
+    # 12 s: longer than the kernel waits, and longer than a reap's own 5 s, inside the 20 s.
+    restart_with_postgres_stopping(tmp_path, kernels_dir, pg_cluster, shutdown=12, stop_timeout=20)
+
+
 # --- redis and another user's process through the double fault ------------------------------
+
+
+def recorded(entry):
+    """(provider, pid) of every member the registry entry ``entry`` (host.json) records."""
+    try:
+        providers = json.loads(Path(entry).read_text()).get("providers") or {}
+    except (OSError, ValueError):
+        return set()
+    return {(name, m[0]) for name, p in providers.items() for m in p.get("members") or []}
 
 
 @pytest.mark.parametrize("via", ["cli", "python"])
@@ -218,9 +243,10 @@ def test_a_double_fault_with_redis_and_another_users_process_leaves_nothing_afte
 
         # The double fault: the owner frozen (it cannot replace its watchdog), the watchdog
         # SIGKILLed, then the owner.  Nobody is left to stop redis and `other`.
-        watchdog = identity(rh.call("status")["watchdog_pid"])
         entry = Path(state_dir) / "hosts" / rh.host_id / "host.json"
-        assert entry.exists()
+        wait_until(lambda: recorded(entry) >= {("redis", redis.pid), ("other", other.pid)}, timeout=10,
+                   what="the registry entry to record both members")
+        watchdog = identity(rh.call("status")["watchdog_pid"])
         os.kill(rh.pid, signal.SIGSTOP)
         _proc.send(watchdog, signal.SIGKILL)
         wait_until(lambda: not alive(watchdog), timeout=10, what="the watchdog to die")
@@ -251,3 +277,86 @@ def test_a_double_fault_with_redis_and_another_users_process_leaves_nothing_afte
                 rh.kill()
         leaked = [i.pid for i in started if kill_if_alive(i)]
         assert not leaked, f"killed leftover pids {leaked}"
+
+
+def reap_via(via, state_dir):
+    """Run the reap from a shell (`hostconsole reap`) or from Python; its report as text."""
+    if via == "cli":
+        r = subprocess.run([sys.executable, "-m", "hostconsole", "reap"], capture_output=True, text=True,
+                           timeout=90, env=dict(os.environ, HOSTCONSOLE_STATE_DIR=str(state_dir)))
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+    result = hostconsole.reap(state_dir=state_dir)
+    return (str(result) + "\n" + "\n".join(f"{x['name']} {x['pids']}" for x in result.records)
+            + f"\nremoved: {result.removed}")
+
+
+def test_a_double_fault_right_after_run_returns_leaves_nothing_after_reap(state_dir, tmp_path, redis_server):
+    """The owner freezes itself the moment `run` has returned (its registry writer with it:
+    SIGSTOP stops every thread), then the double fault.  What `run` reported running must
+    be found by the reap all the same."""
+    needs_root("the `other` provider")
+    port = free_port()
+    info, redis_pid = tmp_path / "info.json", tmp_path / "redis.pid"
+    script = (
+        "import hostconsole, json, os, signal\n"
+        f"h = hostconsole.Host({str(state_dir)!r}).start()\n"
+        f"json.dump({{'host': h.host_id, 'watchdog': h.status()['watchdog_pid']}}, open({str(info)!r}, 'w'))\n"
+        f"h.run('redis', [{redis_server!r}, '--port', '{port}', '--bind', '127.0.0.1', '--save', '',"
+        f" '--appendonly', 'no', '--pidfile', {str(redis_pid)!r}], ready='port:{port}')\n"
+        f"h.run('other', {AS_NOBODY!r} + ['sleep', '300'])\n"
+        "os.kill(os.getpid(), signal.SIGSTOP)\n"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script])
+    started, meta = [], None
+    try:
+        def frozen():
+            st = _proc.stat(owner.pid)
+            return owner.poll() is not None or (st is not None and st.state == "T")
+        wait_until(frozen, timeout=60, what="the owner to run both and freeze")
+        assert owner.poll() is None, "the owner script failed"
+        meta = json.loads(info.read_text())
+        redis = identity(read_pids(redis_pid)[0])
+        # `other` (a sleep: it keeps its environment) is found by its marker, which we as
+        # root may read although it is another user's process.
+        others = [pid for pid in _proc.all_pids() if _proc.markers(pid).get("HOSTCONSOLE_HOST") == meta["host"]
+                  and _proc.markers(pid).get("HOSTCONSOLE_PROVIDER") == "other"]
+        assert len(others) == 1, others
+        other = identity(others[0])
+        started += [redis, other]
+        entry = Path(state_dir) / "hosts" / meta["host"] / "host.json"
+        watchdog = identity(meta["watchdog"])
+        _proc.send(watchdog, signal.SIGKILL)
+        wait_until(lambda: not alive(watchdog), timeout=10, what="the watchdog to die")
+        owner.kill()
+        owner.wait(10)
+        assert alive(redis) and alive(other) and entry.exists()
+        report = reap_via("python", state_dir)
+        assert not alive(redis), f"redis survived the reap:\n{report}\n{diagnose(state_dir)}"
+        assert not alive(other), f"another user's provider survived the reap:\n{report}\n{diagnose(state_dir)}"
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+        leaked = [i.pid for i in started if kill_if_alive(i)]
+        if meta:
+            remove_empty_cells(meta["host"])
+        assert not leaked, f"killed leftover pids {leaked}"
+
+
+def remove_empty_cells(host_id):
+    """The cgroup cells a reap left behind (it removed the entry while they held processes,
+    which this test then killed): rmdir, which refuses a cgroup that is not empty."""
+    for host_dir in glob.glob(f"/sys/fs/cgroup/*/hostconsole/{host_id}") + glob.glob(
+            f"/sys/fs/cgroup/hostconsole/{host_id}"):
+        for cell in glob.glob(f"{host_dir}/*/"):
+            try:
+                wait_until(lambda: not Path(cell, "cgroup.procs").read_text().strip(), timeout=5,
+                           what=f"{cell} to empty")
+                os.rmdir(cell)
+            except (OSError, AssertionError):
+                pass
+        try:
+            os.rmdir(host_dir)
+        except OSError:
+            pass
