@@ -103,19 +103,28 @@ def _isatty(stream) -> bool:
 
 
 class HostStatus(dict):
-    """``host.status()`` plus this shell's hooks; a dict that prints as aligned lines."""
+    """``host.status()`` plus this shell's hooks; a dict that prints as aligned lines, then
+    each provider inspected (command, cwd, readiness, stop policy, membership)."""
 
     def _lines(self):
-        width = max(map(len, self)) if self else 0
-        for k, v in self.items():
+        shown = [k for k in self if k != "inspect"]
+        width = max(map(len, shown)) if shown else 0
+        for k in shown:
+            v = self[k]
             if isinstance(v, dict):
                 v = ", ".join(f"{a} {b}" for a, b in v.items()) or "none"
             elif isinstance(v, (list, tuple)):
                 v = ", ".join(map(str, v)) or "none"
             yield k.ljust(width), "-" if v is None else str(v)
 
+    def _inspect(self):
+        from ._table import Inspect
+
+        return Inspect(self.get("inspect") or [])
+
     def __repr__(self):
-        return "\n".join(f"{k}  {v}" for k, v in self._lines())
+        text = "\n".join(f"{k}  {v}" for k, v in self._lines())
+        return text + ("\n\n" + repr(self._inspect()) if self.get("inspect") else "")
 
     def _repr_pretty_(self, p, cycle):
         p.text(repr(self))
@@ -125,7 +134,7 @@ class HostStatus(dict):
 
         rows = "".join(f"<tr><th style='text-align:left'>{html.escape(k.strip())}</th>"
                        f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in self._lines())
-        return f"<table>{rows}</table>"
+        return f"<table>{rows}</table>" + (self._inspect()._repr_html_() if self.get("inspect") else "")
 
 
 class StackProgress:

@@ -338,6 +338,7 @@ class Launcher:
         prov.restart_times = recent + [now]
         prov.move(State.RESTARTING)
         prov.restarts += 1
+        prov.next_restart = time.time() + delay
         timer = threading.Timer(delay, self._respawn, args=(prov, prov.incarnation))
         timer.daemon = True
         try:

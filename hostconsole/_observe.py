@@ -17,6 +17,7 @@ No locks of the host are taken here; callers pass plain values.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Set, Tuple
 
@@ -28,7 +29,7 @@ from .state import State
 if TYPE_CHECKING:
     from ._session import Session
     from ._table import PsTable
-    from .provider import ProviderTable
+    from .provider import Provider, ProviderTable
 
 Member = Tuple[ProcId, float]  # a process of a tree, and its CPU %
 EMPTY_FIGURES: Dict[str, Any] = {"cpu_percent": 0.0, "rss": 0, "nprocs": 0, "ports": []}
@@ -157,8 +158,57 @@ def ps_record(rec: ProviderRecord, figures: Optional[Mapping[str, Any]] = None, 
         "ready": spec.ready.text if spec is not None else None,
         "restart": spec.restart if spec is not None else None,
         "error": rec.error,
+        "reason": reason(rec, state),
+        "next_restart_in": (max(0.0, rec.next_restart - now)
+                            if state == State.RESTARTING and rec.next_restart is not None else None),
         "command": spec.command_line() if spec is not None else None,
     }
+
+
+MECHANISMS = {
+    "cgroup1": "a cgroup per provider (v1 freezer): nothing escapes it",
+    "cgroup2": "a cgroup per provider (v2): nothing escapes it",
+    "none": "markers, ancestry, recorded identities, its log (no cgroup: a daemon that clears its "
+            "environment and orphans itself before it is seen escapes `stop NAME`, not purge)",
+}
+
+
+def inspect(p: "Provider", fence: Optional[str]) -> Dict[str, Any]:
+    """A provider as it was defined, for ``%host status`` (hold the table's lock)."""
+    spec = p.spec
+    return {
+        "name": p.name,
+        "command": spec.command_line(),
+        "cwd": spec.cwd,
+        "ready": spec.ready.text + (f" within {spec.ready_timeout:g}s" if spec.ready.kind != "none" else ""),
+        "stop": f"{_proc.signal_name(spec.stop_signal)}, SIGKILL after {spec.stop_timeout:g}s",
+        "restart": spec.restart + (" (oneshot)" if spec.oneshot else ""),
+        "membership": f"cgroup {p.cell}" if p.cell else (fence or "none"),
+    }
+
+
+def reason(rec: ProviderRecord, state: State) -> Optional[str]:
+    """Why a provider failed, in a few words (``error`` says it in full)."""
+    if state != State.FAILED:
+        return None
+    e = rec.error or ""
+    m = re.match(r"not ready after [^:]+", e)
+    if m:
+        return m.group(0)
+    if "giving up" in e:
+        return "restart limit reached"
+    m = re.search(r"its dependency ('[^']+') is (\w+)", e)
+    if m:
+        return f"dependency {m.group(1)} {m.group(2)}"
+    if "survived SIGKILL" in e:
+        return e.split(":")[0]
+    if e.startswith("restart failed"):
+        return "restart failed"
+    if rec.signal:
+        return f"killed by {rec.signal}"
+    if rec.exit_code is not None:
+        return f"exit {rec.exit_code}"
+    return e.split(";")[0][:60] or None
 
 
 def host_ps(session: Optional["Session"], table: "ProviderTable", records: List[ProviderRecord]) -> "PsTable":

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import html
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 Column = Tuple[str, str, Callable[[Any], str]]  # (key, heading, formatter)
 
@@ -51,6 +52,14 @@ class Table:
     state_key = "state"
     empty = "(nothing)"
 
+    def shown_columns(self) -> Sequence[Column]:
+        """The columns to show (a table may leave out one that is empty in every row)."""
+        return self.columns
+
+    def html_cell(self, key: str, record: Dict[str, Any], text: str) -> Optional[str]:
+        """HTML for one cell, where it is more than its escaped text (None: the text)."""
+        return None
+
     def __init__(self, records: List[Dict[str, Any]], notes: Sequence[str] = ()):
         self.records = records
         self.notes = list(notes)  # shown under the table: things the user should know
@@ -70,7 +79,7 @@ class Table:
         return self.records[key]
 
     def _rows(self) -> List[List[str]]:
-        return [[fmt(r.get(key)) for key, _, fmt in self.columns] for r in self.records]
+        return [[fmt(r.get(key)) for key, _, fmt in self.shown_columns()] for r in self.records]
 
     def __repr__(self):
         return "\n".join([self._text()] + [f"! {n}" for n in self.notes])
@@ -78,7 +87,7 @@ class Table:
     def _text(self):
         if not self.records:
             return self.empty
-        head = [h for _, h, _ in self.columns]
+        head = [h for _, h, _ in self.shown_columns()]
         rows = self._rows()
         widths = [max(len(x) for x in col) for col in zip(head, *rows)]
         line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -91,18 +100,34 @@ class Table:
     def _html(self):
         if not self.records:
             return f"<p><em>{html.escape(self.empty)}</em></p>"
-        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for _, h, _ in self.columns)
+        columns = self.shown_columns()
+        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for _, h, _ in columns)
         body = []
         for rec, cells in zip(self.records, self._rows()):
             tds = []
-            for (key, _, _), cell in zip(self.columns, cells):
-                text = html.escape(cell)
+            for (key, _, _), cell in zip(columns, cells):
+                text = self.html_cell(key, rec, cell) or html.escape(cell)
                 if key == self.state_key:
                     colour = STATE_COLOURS.get(str(rec.get(key)), "inherit")
                     text = f"<span style='color:{colour};font-weight:bold'>&#9679; {text}</span>"
                 tds.append(f"<td style='text-align:left'>{text}</td>")
             body.append("<tr>" + "".join(tds) + "</tr>")
         return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def port_url(port: int) -> str:
+    """Where a browser reaches a provider's port: through jupyter-server-proxy under
+    JupyterHub (``{JUPYTERHUB_SERVICE_PREFIX}proxy/PORT/``), else on this machine."""
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    if prefix:
+        return f"{prefix.rstrip('/')}/proxy/{port}/"
+    return f"http://127.0.0.1:{port}/"
+
+
+def _restarts(r: Dict[str, Any]) -> str:
+    n = str(r.get("restarts") if r.get("restarts") is not None else "-")
+    nxt = r.get("next_restart_in")
+    return f"{n} (next in {nxt:.1f}s)" if isinstance(nxt, (int, float)) else n
 
 
 class PsTable(Table):
@@ -113,21 +138,50 @@ class PsTable(Table):
         ("state", "STATE", str),
         ("pid", "PID", _blank),
         ("uptime", "UPTIME", fmt_seconds),
-        ("restarts", "RESTARTS", str),
+        ("restarts_shown", "RESTARTS", str),
         ("exit", "EXIT", _blank),
         ("cpu_percent", "CPU%", lambda v: "-" if v is None else f"{v:.1f}"),
         ("rss", "RSS", fmt_bytes),
         ("nprocs", "PROCS", str),
         ("ports", "PORTS", lambda v: ",".join(map(str, v)) if v else "-"),
+        ("reason", "REASON", _blank),
     )
+
+    def shown_columns(self) -> Sequence[Column]:
+        # REASON only where something failed: a table of healthy providers stays narrow.
+        return self.columns if any(r.get("reason") for r in self.records) else self.columns[:-1]
 
     def _rows(self):
         for r in self.records:
             r.setdefault("exit", r.get("signal") or r.get("exit_code"))
+            r.setdefault("restarts_shown", _restarts(r))
         rows = super()._rows()
         for r in self.records:
             r.pop("exit", None)
+            r.pop("restarts_shown", None)
         return rows
+
+    def html_cell(self, key: str, record: Dict[str, Any], text: str) -> Optional[str]:
+        if key == "ports" and record.get("ports"):
+            return ", ".join(f"<a href='{html.escape(port_url(p))}' target='_blank'>{p}</a>" for p in record["ports"])
+        if key == "reason" and record.get("reason"):
+            return f"<span style='color:#cf222e'>{html.escape(text)}</span>"
+        return None
+
+
+class Inspect(Table):
+    """Each provider as it was defined: what ``%host status`` shows below the host."""
+
+    empty = "(no providers)"
+    columns = (
+        ("name", "NAME", str),
+        ("command", "COMMAND", lambda v: (v or "-").replace("\n", "; ")[:80]),
+        ("cwd", "CWD", _blank),
+        ("ready", "READY", _blank),
+        ("stop", "STOP", _blank),
+        ("restart", "RESTART", _blank),
+        ("membership", "MEMBERSHIP", _blank),
+    )
 
 
 class StopReport(Table):

@@ -265,13 +265,14 @@ class Host:
     def __contains__(self, name: object) -> bool:
         return name in self._providers
 
-    def ps(self, all: bool = False) -> PsTable:
-        """A table of providers with live figures for each whole process tree.
+    def ps(self, all: bool = False, names: Optional[Sequence[str]] = None) -> PsTable:
+        """A table of providers (or of ``names``) with live figures for each whole tree.
 
         Without ``all``, providers stopped by the user or a purge are left out.
         """
         with self._lock:
-            records = [p.record() for p in self._providers.values() if all or p.state != State.STOPPED]
+            records = [p.record() for p in self._providers.values() if (all or p.state != State.STOPPED)
+                       and (names is None or p.name in names)]
             session = self._session
         return _observe.host_ps(session, self._table, records)
 
@@ -332,16 +333,18 @@ class Host:
             for p in self._providers.values():
                 counts[p.state.value] = counts.get(p.state.value, 0) + 1
             s = self._session
+            fence = s.watchdog.fence if s else None
             return {
                 "host": s.host_id if s else None,
-                "started": s is not None,
                 "pid": os.getpid(),
                 "watchdog_pid": s.watchdog.pid if s else None,
                 "watchdog_alive": s is not None and not s.watchdog_lost and not s.watchdog.lost,
-                "fence": s.watchdog.fence if s else None,
+                "fence": fence,
+                "membership": _observe.MECHANISMS.get(fence or "", "-"),
                 "state_dir": str(s.state_dir) if s else None,
                 "providers": counts,
                 "reaped_at_start": self.last_reap.found if self.last_reap is not None else 0,
+                "inspect": [_observe.inspect(p, fence) for p in self._providers.values()],
             }
 
     def _snapshot(self, session: Session) -> Optional[registry.HostRecord]:
@@ -475,6 +478,9 @@ class Host:
                 o = result.get(p.name)
                 if o is not None and o["outcome"] != "gone" and (o["exit_code"] is not None or o["signal"]):
                     p.exit_code, p.signal = o["exit_code"], o["signal"]
+                if o is not None and o["outcome"] == "survived":  # never "stopped" while a member lives
+                    p.fail_reason = (f"{len(o['survivors'])} process(es) survived SIGKILL: pids "
+                                     f"{', '.join(map(str, o['survivors']))}")
                 if p.state == State.STOPPING:
                     if p.fail_reason is not None:
                         p.error, p.fail_reason = p.fail_reason, None

@@ -27,7 +27,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from . import host as _host
-from ._display import HostStatus, Progress, StackProgress, colour_wanted, print_lines
+from ._display import HostStatus, Progress, StackProgress, colour_wanted, in_kernel, print_lines
+from ._live import LiveView, watch_terminal
 from .errors import HostconsoleError
 from .reap import reap
 from .spec import OPTIONS
@@ -39,7 +40,7 @@ USAGE = """\
 %host start [--state-dir DIR]           start this kernel's host (idempotent); reaps leftovers of dead hosts
 %host run NAME [OPTIONS] -- COMMAND [ARG ...]
 %%host run NAME [OPTIONS]               the cell body is a bash script, run as the provider
-%host ps [--all] [--json]               table of providers; --all adds stopped ones
+%host ps [--all] [--json] [--watch]     table of providers; --all adds stopped ones; --watch keeps it live
 %host logs NAME [-n LINES] [--follow]   last lines of a provider's output; --follow until interrupted
 %host logs --all [-n LINES] [--follow]  every provider's lines (or several NAMEs), each prefixed with its name
 %host logs NAME --previous              the same provider's logs of this kernel's previous host
@@ -122,6 +123,8 @@ def _build_parsers() -> dict:
     p = ps["ps"] = _Parser("ps", "Table of providers.")
     p.add_argument("--all", action="store_true", help="include providers stopped by the user or a purge")
     p.add_argument("--json", action="store_true", help="print a JSON array of records instead")
+    p.add_argument("--watch", action="store_true", help="a live view that keeps itself up to date (a notebook: "
+                   "about once a second, the next cell runs at once; a terminal: redrawn until Ctrl-C)")
 
     p = ps["logs"] = _Parser("logs", "Last lines of a provider's stdout and stderr (of several, or --all: "
                                      "each line prefixed with its provider's name).")
@@ -186,8 +189,14 @@ class HostMagics(Magics):
             raise _usage_error(e) from None
         except KeyboardInterrupt:
             # Only the waiting is interrupted: Host finishes (a stop) or keeps (a provider)
-            # what it started.  Raised afresh so the traceback ends here, not in a lock.
-            raise KeyboardInterrupt("interrupted the waiting only; %host ps shows where things stand") from None
+            # what it started.  At a terminal's prompt that is one line, not a traceback of
+            # the magic's insides; elsewhere (a kernel, code calling the magic) it is raised
+            # afresh, so code around it stops too and the traceback ends here, not in a lock.
+            message = "interrupted the waiting only; %host ps shows where things stand"
+            if type(self.shell).__name__ == "TerminalInteractiveShell":
+                print(f"KeyboardInterrupt: {message}", file=sys.stderr)
+                return None
+            raise KeyboardInterrupt(message) from None
 
     host.__doc__ = "Process host console.\n\n" + USAGE
 
@@ -273,7 +282,17 @@ class HostMagics(Magics):
         return None
 
     def _ps(self, args):
-        table = _host.get_host().ps(all=args.all)
+        host = _host.get_host()
+        if args.watch:
+            if args.json:
+                raise UsageError("%host ps: --watch shows a table; --json prints records once (use one of them)")
+            host.start()  # (a view of a host that is not there would end at once)
+            if in_kernel(self.shell):
+                LiveView(host, all=args.all).show()
+            else:
+                watch_terminal(host, all=args.all)
+            return None
+        table = host.ps(all=args.all)
         if args.json:
             print(json.dumps(table.records))
             return None

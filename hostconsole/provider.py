@@ -42,6 +42,7 @@ class Provider:
         self.started_at: Optional[float] = None  # monotonic
         self.started_wall: Optional[float] = None
         self.ready_at: Optional[float] = None  # monotonic: when it first became ready
+        self.next_restart: Optional[float] = None  # wall clock: when a restart is due (while RESTARTING)
         self.restarts = restarts
         self.exit_code: Optional[int] = None
         self.signal: Optional[str] = None
@@ -145,6 +146,7 @@ class Provider:
             name=self.name, spec=self.spec, state=self.state, main=self.main, restarts=self.restarts,
             exit_code=self.exit_code, signal=self.signal, started=self.started_wall, error=self.error,
             members=self.members, log=str(self.log_path) if self.log_path is not None else None, cell=self.cell,
+            next_restart=self.next_restart if self.state == State.RESTARTING else None,
         )
 
     # --- the handle -----------------------------------------------------------------------
@@ -165,6 +167,13 @@ class Provider:
         if table.wait(lambda: not self.active, timeout):
             return self.state.value
         return None
+
+    def _repr_html_(self) -> Optional[str]:
+        """A one-row ``ps`` table: the same shape as ``%host ps``."""
+        if self._host._providers.get(self.name) is not self:
+            return None  # (a handle of an earlier run: the text will do)
+        table = self._host.ps(all=True, names=[self.name])
+        return table._repr_html_() if table.records else None
 
     def __repr__(self) -> str:
         parts = [self.state.value]

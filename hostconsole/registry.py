@@ -149,6 +149,7 @@ class ProviderRecord:
     members: Tuple[ProcId, ...] = ()  # identities seen in its tree (its fence's, where it has one)
     log: Optional[str] = None
     cell: Optional[str] = None  # its cgroup, where a fence is in force
+    next_restart: Optional[float] = None  # wall-clock time of its next restart, while it backs off
 
     @property
     def kind(self) -> str:
@@ -181,6 +182,7 @@ class ProviderRecord:
             "members": [[m.pid, m.start] for m in self.members],
             "log": self.log,
             "cell": self.cell,
+            "next_restart": self.next_restart,
         }
 
     @classmethod
@@ -205,6 +207,7 @@ class ProviderRecord:
             name=name, spec=spec, state=state, main=main, restarts=_int(d.get("restarts")) or 0,
             exit_code=_int(d.get("exit_code")), signal=_str(d.get("signal")), started=_num(d.get("started")),
             error=_str(d.get("error")), members=tuple(members), log=_str(d.get("log")), cell=_str(d.get("cell")),
+            next_restart=_num(d.get("next_restart")),
         )
 
 

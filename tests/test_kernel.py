@@ -48,15 +48,19 @@ class Kernel:
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
+        self.displays = []  # (msg_type, parent msg id, display id, data): see note_display
 
-    def run(self, code: str, timeout: float = 60, ok: bool = True):
+    def run(self, code: str, timeout: float = 60, ok: bool = True, streams_only: bool = False):
         """Execute a cell; (reply content, everything it showed, as text)."""
         shown = []
 
         def hook(msg):
             c, kind = msg["content"], msg["msg_type"]
+            self.note_display(msg)
             if kind == "stream":
                 shown.append(c["text"])
+            elif streams_only:
+                pass  # (a live view's updates arrive during any cell)
             elif kind in ("execute_result", "display_data", "update_display_data"):
                 shown.append(f"[{kind}] {c['data'].get('text/plain', '')}\n")
             elif kind == "error":
@@ -68,8 +72,16 @@ class Kernel:
             assert reply["status"] == "ok", text
         return reply, text
 
+    def note_display(self, msg):
+        """Keep every display (and update) that has a display id: a live view updates its
+        display from a thread, while other cells run (their hooks see those messages)."""
+        c = msg["content"]
+        if msg["msg_type"] in ("display_data", "update_display_data") and c.get("transient", {}).get("display_id"):
+            self.displays.append((msg["msg_type"], msg["parent_header"].get("msg_id"),
+                                  c["transient"]["display_id"], c.get("data", {})))
+
     def eval(self, expr: str):
-        _, text = self.run(f"import json as _j, hostconsole as _hc; print(_j.dumps({expr}))")
+        _, text = self.run(f"import json as _j, hostconsole as _hc; print(_j.dumps({expr}))", streams_only=True)
         return json.loads(text)
 
     def host_id(self) -> str:

@@ -106,7 +106,9 @@ def test_ctrl_c_interrupts_only_waiting_and_ctrl_d_leaves_nothing(terminal):
     t.child.expect(r"\rslow: waiting for exit 0 \(\d+\.\ds\)\x1b\[K")  # the progress line, in place
     t.child.sendcontrol("c")
     t.child.expect("KeyboardInterrupt: interrupted the waiting only")
+    shown = t.child.before  # what came between the progress line and that line
     t.prompt()
+    assert "Traceback" not in shown and "File " not in shown and shown.count("\n") <= 2, "one line, not a traceback"
     assert providers_of(host_id) == {"a", "slow"} and alive(a)
 
     # Ctrl-C ends `logs --follow`, quietly, and only that.
