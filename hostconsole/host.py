@@ -10,6 +10,7 @@ orchestration of stops; the rest lives beside it:
 ``_session.py``        what a started host holds: ids, watchdog (and its replacement),
                        registry writer
 ``_launch.py``         requirements, spawn, readiness, restart policy, port diagnosis
+``_views.py``          what it shows: ``ps``, logs, status (a mixin of ``Host``)
 ``_observe.py``        ``ps`` records and live figures
 ``_stop.py``           the one stop ladder (run inside the watchdog)
 =====================  ==================================================================
@@ -33,20 +34,19 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Generator, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
-from . import _logfiles, _proc, _statedir, registry
+from . import _proc, _statedir, registry
 from ._launch import Launcher, Progress, RestartPolicy
 from ._ops import Future, Purge, StopOp
-from . import _observe
 from ._session import Session
 from ._stop import Deadline, Finder, Target, order_for_stop, stop_levels, user_universe
-from ._table import PsTable, StopReport
+from ._table import StopReport
+from ._views import HostViews
 from ._watchdog_client import WatchdogLost
-from .errors import (DuplicateProvider, HostError, InvalidSpec, PlatformNotSupported, UnknownDependency,
-                     UnknownProvider)
+from .errors import DuplicateProvider, HostError, InvalidSpec, PlatformNotSupported, UnknownDependency
 from .provider import Provider, ProviderTable
-from .spec import ProviderSpec, check_name, check_seconds, check_timeout
+from .spec import ProviderSpec, check_seconds, check_timeout
 from .state import ACTIVE, State
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 _live_hosts: "weakref.WeakSet[Host]" = weakref.WeakSet()
 
 
-class Host:
+class Host(HostViews):
     """Supervises providers on behalf of this process.
 
     ``Host()`` does nothing until ``start()`` (or the first ``run``); as a context manager
@@ -103,22 +103,8 @@ class Host:
         return self._table.lock
 
     @property
-    def _providers(self) -> Dict[str, Provider]:
-        return self._table.providers
-
-    @property
     def started(self) -> bool:
         return self._session is not None
-
-    @property
-    def host_id(self) -> Optional[str]:
-        s = self._session
-        return s.host_id if s is not None else None
-
-    @property
-    def state_dir(self) -> Optional[Path]:
-        s = self._session
-        return s.state_dir if s is not None else None
 
     @property
     def host_dir(self) -> Optional[Path]:
@@ -264,88 +250,6 @@ class Host:
 
     def __contains__(self, name: object) -> bool:
         return name in self._providers
-
-    def ps(self, all: bool = False, names: Optional[Sequence[str]] = None) -> PsTable:
-        """A table of providers (or of ``names``) with live figures for each whole tree.
-
-        Without ``all``, providers stopped by the user or a purge are left out.
-        """
-        with self._lock:
-            records = [p.record() for p in self._providers.values() if (all or p.state != State.STOPPED)
-                       and (names is None or p.name in names)]
-            session = self._session
-        return _observe.host_ps(session, self._table, records)
-
-    def logs(self, name: str, n: int = 100, previous: bool = False) -> str:
-        """The last ``n`` lines of a provider's stdout and stderr; with ``previous``, of the
-        provider of that name of this owner's previous host (before Restart Kernel)."""
-        _check_lines(n)
-        if previous:
-            check_name(name)
-            found = _logfiles.find_previous(self.state_dir or _statedir.resolve(self._state_dir_arg), self.log_key,
-                                            name, exclude=self.host_id)
-            if found is None:
-                raise UnknownProvider(f"no previous logs of {name!r} (for {self.log_key}) in this state directory")
-            return _logfiles.tail(found, n)
-        with self._lock:
-            path = self._table.get(name).log_path
-        return _logfiles.tail(path, n) if path is not None else ""
-
-    def follow(self, name: str, n: int = 10, poll: float = 0.1) -> Generator[str, None, None]:
-        """Yield the last ``n`` lines of a provider's output, then new output as it comes.
-
-        Never ends by itself: stop iterating (or interrupt) to stop following.  Follows
-        the provider across restarts and log rotation."""
-        with self._lock:
-            self._table.get(name)
-        _check_lines(n)
-
-        def path_of() -> Optional[Path]:
-            with self._lock:
-                p = self._providers.get(name)
-                return p.log_path if p is not None else None
-
-        return _logfiles.follow(path_of, n, poll)
-
-    def logs_all(self, names: Sequence[str] = (), n: int = 10) -> List[Any]:
-        """The last ``n`` lines of several providers (all, if none named), interleaved by
-        the time they were written: ``[(time or None, name, line), ...]``."""
-        _check_lines(n)
-        return _logfiles.merged_tail({k: v for k, v in self._log_paths(names).items() if v is not None}, n)
-
-    def follow_all(self, names: Sequence[str] = (), n: int = 10) -> Generator[Any, None, None]:
-        """``logs_all``, then every new line of any of them as it comes: ``(name, line)``,
-        for ever (stop iterating, or interrupt, to stop).  With no names, providers started
-        later are followed too."""
-        _check_lines(n)
-        self._log_paths(names)  # (unknown names fail here, not at the first iteration)
-        return _logfiles.follow_all(lambda: self._log_paths(names), n)
-
-    def _log_paths(self, names: Sequence[str]) -> Dict[str, Optional[Path]]:
-        with self._lock:
-            if names:
-                return {n: self._table.get(n).log_path for n in names}
-            return {n: p.log_path for n, p in self._providers.items()}
-
-    def status(self) -> Dict[str, Any]:
-        with self._lock:
-            counts: Dict[str, int] = {}
-            for p in self._providers.values():
-                counts[p.state.value] = counts.get(p.state.value, 0) + 1
-            s = self._session
-            fence = s.watchdog.fence if s else None
-            return {
-                "host": s.host_id if s else None,
-                "pid": os.getpid(),
-                "watchdog_pid": s.watchdog.pid if s else None,
-                "watchdog_alive": s is not None and not s.watchdog_lost and not s.watchdog.lost,
-                "fence": fence,
-                "membership": _observe.MECHANISMS.get(fence or "", "-"),
-                "state_dir": str(s.state_dir) if s else None,
-                "providers": counts,
-                "reaped_at_start": self.last_reap.found if self.last_reap is not None else 0,
-                "inspect": [_observe.inspect(p, fence) for p in self._providers.values()],
-            }
 
     def _snapshot(self, session: Session) -> Optional[registry.HostRecord]:
         """The registry entry as of now (takes the lock; see ``_publish``)."""
@@ -607,11 +511,6 @@ class Host:
         with self._lock:
             n = sum(p.state in ACTIVE for p in self._providers.values())
         return f"<hostconsole.Host {self.host_id}: {n} active provider{'s' if n != 1 else ''}, state {self.state_dir}>"
-
-
-def _check_lines(n: object) -> None:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise InvalidSpec(f"number of lines must be a non-negative integer, not {n!r}")
 
 
 # --- the process's host -------------------------------------------------------------------

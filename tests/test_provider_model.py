@@ -171,8 +171,10 @@ def test_every_restart_of_a_crashing_provider_is_a_new_run_in_its_log(host):
     host.restart_backoff = 0.01
     p = host.run("crashy", "echo up; exit 1", shell=True, restart="on-failure")
     wait_until(lambda: p.restarts >= 2, what="two restarts")
-    wait_until(lambda: "run 3" in host.logs("crashy"), what="the third run's header")
-    assert host.logs("crashy").count("up\n") >= 3
+    wait_until(lambda: host.logs("crashy").count("up\n") >= 3, what="the third run's output")
+    log = host.logs("crashy")
+    assert "run 2 started" in log and "run 3 started" in log
+    assert log.index("run 2 started") < log.index("run 3 started")
 
 
 def test_illegal_moves_raise_in_tests():

@@ -238,8 +238,11 @@ def test_a_double_fault_with_redis_and_another_users_process_leaves_nothing_afte
         started += [redis, other]
         # The premises: redis's new title blanked the marker in its environment, and
         # `other` is another user's process.  Neither can be found by marker.
-        assert not _proc.markers(redis.pid).get("HOSTCONSOLE_HOST"), "redis kept its marker: the premise moved"
-        assert _proc.owner_uid(other.pid) == pwd.getpwnam("nobody").pw_uid
+        # (Polled: until redis has set its title, and setpriv has changed its uid and exec'd.)
+        wait_until(lambda: not _proc.markers(redis.pid).get("HOSTCONSOLE_HOST"),
+                   what="redis to rewrite its title over its environment")
+        wait_until(lambda: _proc.owner_uid(other.pid) == pwd.getpwnam("nobody").pw_uid,
+                   what="the other process to run as nobody")
 
         # The double fault: the owner frozen (it cannot replace its watchdog), the watchdog
         # SIGKILLed, then the owner.  Nobody is left to stop redis and `other`.
