@@ -56,7 +56,30 @@ watchdog; for peers, the daemon's RSS with the programs configured but not start
 running. Bytecode: this machine sets PYTHONDONTWRITEBYTECODE, under which the editable
 hostconsole is recompiled in every interpreter; the interpreters the benchmark starts get it
 unset and PYTHONPYCACHEPREFIX in the temp dir instead (warmed before timing), as an installed
-copy would behave (--no-bytecode-cache keeps the environment as it is)."""
+copy would behave (--no-bytecode-cache keeps the environment as it is).
+up: a stack of N (10: 1 -> 4 -> 5; each of level 2 requires the one of level 1, each of level 3
+two of level 2), every provider `bash -c 'sleep 0.3; echo ready; exec sleep 300'` with ready =
+"log:ready", in a hostconsole.toml; hostconsole: a fresh Host per measurement (started and its
+watchdog up before timing), Host.up(path) until it returns (every provider ready; the file is
+read inside the timing). Its target is 1.1 × (the critical path, 3 × 0.3 s, + the start cost);
+the start cost is hostconsole's own, measured in the same repetition: Host.up of the same N
+with ready=none and no requires (one flat file), until all running (its Popen column: N spawns,
+nothing waited for). Popen column of up: a hand-written starter that spawns each program (own
+session, stdout a pipe) as soon as everything it requires has printed its ready line, reading
+the pipes with select: the critical path with no supervisor at all. The first-ready figure is
+the first provider's readiness as each system saw it, after its own start (none for honcho: its
+"started" line reaches its output after the process has started, so start-to-ready would look
+shorter than it is). The order figure counts providers spawned before every provider they
+require was ready (hostconsole: Provider.started_at against the requirements' ready_at; Popen:
+the times the benchmark saw; honcho: the times its "started" and ready lines were seen, whose
+lateness can hide a violation but not make one). The sequential starter (Popen: one at a time,
+each until its ready line) is what a starter that ignores independence takes: the sum of
+readiness. honcho (a Procfile runner: no dependencies, no readiness): `honcho start`'s own code
+(honcho.command.main) in an interpreter started, and honcho imported, before timing, told to go
+on stdin; its time is until every process's ready line has come through honcho's output
+(`HH:MM:SS name.1 | ready`); its processes carry a variable of their own, and after each
+repetition honcho is stopped by its own SIGTERM shutdown and every one of them is verified gone
+by pid."""
 
 
 def _default_base() -> str:
@@ -99,7 +122,8 @@ def parse_n(values, names):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="hostconsole side by side with raw Popen, supervisord, circus and pm2, in one run.",
+        description="hostconsole side by side with raw Popen, supervisord, circus, pm2 and (for up) honcho, "
+                    "in one run.",
         epilog="scenarios and default N: " + ", ".join(f"{s}={DEFAULT_N[s]}" for s in SCENARIOS)
         + ". " + "; ".join(f"{k}: N = {v}" for k, v in N_MEANING.items()) + ".")
     ap.add_argument("--n", action="append", metavar="N|SCENARIO=N",
@@ -108,7 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", metavar="SCENARIO",
                     help="run only these scenarios (repeatable, comma-separated): " + ", ".join(SCENARIOS))
     ap.add_argument("--quick", action="store_true", help="tiny N and 1 repetition: a smoke test")
-    ap.add_argument("--no-peers", action="store_true", help="leave supervisord, circus and pm2 out")
+    ap.add_argument("--no-peers", action="store_true", help="leave supervisord, circus, pm2 and honcho out")
     ap.add_argument("--markdown", metavar="PATH", help="also write the results as markdown to PATH")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="keep the environment's PYTHONDONTWRITEBYTECODE for the interpreters we start "
@@ -215,7 +239,7 @@ def main(argv=None) -> int:
         print("hostconsole against its targets:")
         for f, (ok, how) in met:
             nn = results.n.get(f.scenario)
-            print(f"  {'met   ' if ok else 'MISSED'}  {f.label.format(n=nn, n3=3 * nn if nn else '?')}: "
+            print(f"  {'met   ' if ok else 'MISSED'}  {f.text(nn)}: "
                   f"target {f.target_text}, {how}")
     print(f"\n{len(scenarios)} scenario(s), {repeat} repetition(s), {elapsed:.0f} s")
 
@@ -248,7 +272,7 @@ def write_markdown(path, ctx, names, cmd, scenarios, repeat, elapsed, skipped):
         lines += ["## Targets", ""]
         for f, (ok, how) in met:
             nn = r.n.get(f.scenario)
-            lines.append(f"- **{'met' if ok else 'MISSED'}**: {f.label.format(n=nn, n3=3 * nn if nn else '?')}"
+            lines.append(f"- **{'met' if ok else 'MISSED'}**: {f.text(nn)}"
                          f" — target {f.target_text}; {how}")
         lines.append("")
     if r.notes:

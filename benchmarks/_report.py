@@ -66,7 +66,7 @@ def versions(ctx: Ctx) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
-    for pkg in ("hostconsole", "ipython", "psutil", "supervisor", "circus", "pyzmq", "tornado"):
+    for pkg in ("hostconsole", "ipython", "psutil", "supervisor", "circus", "pyzmq", "tornado", "honcho"):
         try:
             out.append(f"{pkg} {version(pkg)}")
         except PackageNotFoundError:
@@ -121,6 +121,14 @@ def verdict(ctx: Ctx, f: Figure) -> Optional[Tuple[bool, str]]:
         return ratio <= f.target[1], f"median {ratio:.2f}× Popen"
     if kind == "max":
         return s[1] <= f.target[1], f"median {_fmt(s[1], f.unit)}"
+    if kind == "path":  # ≤ factor × (critical path + the start cost measured in the same run)
+        factor, path, cost_key = f.target[1:]
+        c = r.summary(cost_key, HC)
+        if c is None:
+            return None
+        bound = factor * (path + c[1])
+        return s[1] <= bound, (f"median {_fmt(s[1], f.unit)}; bound {factor:g} × ({_fmt(path, f.unit)} + "
+                               f"{_fmt(c[1], f.unit)}) = {_fmt(bound, f.unit)}")
     if kind == "zero":
         worst = r.worst(f.key, HC)
         return worst == 0, f"worst repetition {worst:g}"
@@ -134,7 +142,7 @@ def rows(ctx: Ctx, systems: List[str]):
         if f.key not in ctx.results.samples and f.key not in ctx.results.derived:
             continue
         n = ctx.results.n.get(f.scenario)
-        label = f.label.format(n=n, n3=3 * n if n else "?")
+        label = f.text(n)
         cells = []
         for s in systems:
             cells.append(_cell(ctx, f, s))

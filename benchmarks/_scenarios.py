@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from . import _common as C
-from ._systems import PopenSystem, Program, System, crash_env
+from ._systems import HostconsoleSystem, PopenSystem, Program, System, crash_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEVER = float("inf")
@@ -35,6 +35,10 @@ class Figure:
     target_text: str = ""
     ratio: bool = True  # show the ratio to the Popen column
     baseline_label: str = ""  # what the Popen column measures, if not the obvious
+
+    def text(self, n: Optional[int]) -> str:
+        """The label for N (``{n}``; ``{n3}``: 3 N; ``{n1}``: N - 1)."""
+        return self.label.format(n=n, n3=3 * n if n else "?", n1=n - 1 if n else "?")
 
 
 FIGURES: List[Figure] = [
@@ -65,13 +69,27 @@ FIGURES: List[Figure] = [
     Figure("mem_ownN", "memory", "owner RSS growth: {n} providers (after a ps)", "bytes", None, ratio=False),
     Figure("mem_d0", "memory", "watchdog / daemon RSS, 0 providers running", "bytes", None, ratio=False),
     Figure("mem_dN", "memory", "watchdog / daemon RSS, {n} providers running", "bytes", None, ratio=False),
+    Figure("up", "up", "up: a stack of {n} in 3 levels, each ready 0.3 s after it starts: until all ready "
+           "(Popen: a hand-written starter; honcho: every ready line printed)", "s",
+           ("path", 1.1, 3 * 0.3, "up_start"), "≤ 1.1 × (3 × 0.3 s + the start cost below)",
+           baseline_label="a hand-written starter: each spawned once what it requires printed ready"),
+    Figure("up_first", "up", "… the first provider seen ready, after its own start (it prints ready at 0.3 s)", "s",
+           None),
+    Figure("up_start", "up", "… the cost of starting the same {n} (ready=none, no requires; Popen: {n} spawns)", "s",
+           None),
+    Figure("up_order", "up", "… providers started before what they require was ready (of {n1} that require)",
+           "count", ("zero",), "0", ratio=False),
+    Figure("up_seq", "up", "a sequential starter, one at a time until ready (the sum of readiness, {n} × 0.3 s)",
+           "s", None, ratio=False),
 ]
 FIG = {f.key: f for f in FIGURES}
 
-SCENARIOS = ["start", "stop-term", "stop-ignore", "crash", "ps", "ipython", "memory"]
-DEFAULT_N = {"start": 50, "stop-term": 50, "stop-ignore": 50, "crash": 20, "ps": 100, "ipython": 3, "memory": 100}
-QUICK_N = {"start": 5, "stop-term": 5, "stop-ignore": 5, "crash": 3, "ps": 10, "ipython": 1, "memory": 10}
-N_MEANING = {"ipython": "IPython launches of each variant per repetition"}
+SCENARIOS = ["start", "stop-term", "stop-ignore", "crash", "ps", "ipython", "memory", "up"]
+DEFAULT_N = {"start": 50, "stop-term": 50, "stop-ignore": 50, "crash": 20, "ps": 100, "ipython": 3, "memory": 100,
+             "up": 10}
+QUICK_N = {"start": 5, "stop-term": 5, "stop-ignore": 5, "crash": 3, "ps": 10, "ipython": 1, "memory": 10, "up": 10}
+N_MEANING = {"ipython": "IPython launches of each variant per repetition",
+             "up": "providers in the stack (at least 3: 1, then about 4/9 of the rest, then the rest)"}
 STOP_TIMEOUT = 1.0
 CRASH_WINDOW = 2.0
 
@@ -122,7 +140,7 @@ class Ctx:
 
 
 def _order(ctx: Ctx, rep: int, classes=None) -> List[type]:
-    cls = list(classes or ctx.systems)
+    cls = list(classes or [c for c in ctx.systems if c.only is None])  # (honcho: only where asked for)
     k = rep % len(cls)
     return cls[k:] + cls[:k]
 
@@ -609,6 +627,239 @@ def scenario_memory(ctx: Ctx, rep: int):
         _guard(ctx, "memory", name, one)
 
 
+# --- 8: up (a stack with dependencies and readiness) -----------------------------------
+
+UP_READY = 0.3  # each provider is ready this long after it starts
+UP_LINE = "ready"
+UP_ARGV = ["bash", "-c", f"sleep {UP_READY:g}; echo {UP_LINE}; exec sleep 300"]
+UP_SEQ_N = 10  # the sequential starter runs 10 at most (it takes N × 0.3 s)
+
+
+def _up_stack(n: int) -> List[Tuple[str, List[str]]]:
+    """(name, requires) in three levels: 1 -> about 4/9 of the rest -> the rest (10: 1 -> 4 -> 5).
+    Each of level 2 requires the one of level 1; each of level 3 requires two of level 2
+    (one, if level 2 has only one)."""
+    if n < 3:
+        raise SystemExit(f"--n up={n}: the up stack has 3 levels, so N must be at least 3")
+    n2 = max(1, round((n - 1) * 4 / 9))
+    n3 = n - 1 - n2
+    if n3 < 1:
+        n2, n3 = n2 - 1, 1
+    l2 = [f"mid{i}" for i in range(n2)]
+    out = [("base", [])] + [(m, ["base"]) for m in l2]
+    for i in range(n3):
+        out.append((f"top{i}", sorted({l2[i % n2], l2[(i + 1) % n2]})))
+    return out
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a TOML basic string
+
+
+def _up_files(ctx: Ctx, n: int) -> Tuple[str, str, str]:
+    """The stack as hostconsole.toml, the same providers flat (ready=none, no requires) as
+    another, and as a Procfile (no place for dependencies or readiness in one)."""
+    import shlex
+
+    d = tempfile.mkdtemp(prefix="up-", dir=ctx.tmp)
+    cmd = "[" + ", ".join(_toml_str(a) for a in UP_ARGV) + "]"
+    stack, flat, procfile = [], [], []
+    for name, reqs in _up_stack(n):
+        stack += [f"[providers.{name}]", f"command = {cmd}", f'ready = "log:{UP_LINE}"']
+        if reqs:
+            stack.append("requires = [" + ", ".join(_toml_str(r) for r in reqs) + "]")
+        stack.append("")
+        flat += [f"[providers.{name}]", f"command = {cmd}", ""]
+        procfile.append(f"{name}: {shlex.join(UP_ARGV)}")
+    paths = []
+    for sub, text, fname in (("stack", stack, "hostconsole.toml"), ("flat", flat, "hostconsole.toml"),
+                             ("honcho", procfile, "Procfile")):
+        os.mkdir(os.path.join(d, sub))
+        path = os.path.join(d, sub, fname)
+        with open(path, "w") as f:
+            f.write("\n".join(text) + "\n")
+        paths.append(path)
+    return paths[0], paths[1], paths[2]
+
+
+def _violations(stack: List[Tuple[str, List[str]]], started: Dict[str, float], ready: Dict[str, float]) -> int:
+    """Providers that started before every provider they require was ready."""
+    return sum(1 for name, reqs in stack
+               if reqs and any(ready.get(r) is None or started[name] < ready[r] for r in reqs))
+
+
+def _popen_starter(stack: List[Tuple[str, List[str]]], sequential: bool, timeout: float = 30.0):
+    """The baseline: spawn each program (Popen, its own session, stdout a pipe) as soon as
+    every program it requires has printed its ready line (``sequential``: one at a time,
+    each until its own ready line, in the stack's order).  Returns (seconds until all
+    printed ready, started, ready (seconds from the start), the Popen objects)."""
+    import select
+
+    procs: Dict[str, subprocess.Popen] = {}
+    bufs: Dict[int, Tuple[str, bytearray]] = {}
+    started: Dict[str, float] = {}
+    ready: Dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def spawn(name):
+        p = subprocess.Popen(UP_ARGV, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+        started[name] = time.perf_counter() - t0
+        procs[name] = p
+        bufs[p.stdout.fileno()] = (name, bytearray())
+
+    try:
+        while len(ready) < len(stack):
+            for name, reqs in stack:
+                if name in procs:
+                    continue
+                if sequential and len(procs) > len(ready):
+                    break
+                if all(r in ready for r in reqs):
+                    spawn(name)
+            fds = [fd for fd, (name, _) in bufs.items() if name not in ready]
+            left = t0 + timeout - time.perf_counter()
+            if left <= 0:
+                raise TimeoutError(f"not all ready after {timeout:g} s: {sorted(set(procs) - set(ready))}")
+            for fd in select.select(fds, [], [], left)[0]:
+                name, buf = bufs[fd]
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    raise RuntimeError(f"{name} closed its output before it printed {UP_LINE!r}")
+                buf += chunk
+                if (UP_LINE + "\n").encode() in buf:
+                    ready[name] = time.perf_counter() - t0
+        return max(ready.values()), started, ready, list(procs.values())
+    except BaseException:
+        _stop_popens(list(procs.values()))
+        raise
+
+
+def _stop_popens(procs: List[subprocess.Popen]):
+    """SIGKILL each program's process group (its own session: bash's `sleep 0.3` too, if it
+    has not exec'd yet), while the leader is unreaped (so the group id is still its own)."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for p in procs:
+        p.wait(10)
+        if p.stdout is not None:
+            p.stdout.close()
+
+
+def _up_popen(ctx: Ctx, stack, n: int, rep: int):
+    dt, started, ready, procs = _popen_starter(stack, sequential=False)
+    _stop_popens(procs)
+    ctx.results.add("up", "popen", dt)
+    ctx.results.add("up_first", "popen", ready[stack[0][0]] - started[stack[0][0]])
+    ctx.results.add("up_order", "popen", _violations(stack, started, ready))
+    # The cost of starting the same N: N spawns, nothing waited for.
+    t0 = time.perf_counter()
+    flat = [subprocess.Popen(UP_ARGV, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL) for _ in range(n)]
+    dt_start = time.perf_counter() - t0
+    _stop_popens(flat)
+    ctx.results.add("up_start", "popen", dt_start)
+    seq = ""
+    if n > UP_SEQ_N:
+        ctx.results.note(f"up: the sequential starter is run for N ≤ {UP_SEQ_N} only (it takes N × {UP_READY:g} s)")
+    if n <= UP_SEQ_N:  # (it takes N × 0.3 s)
+        dts, _, _, procs = _popen_starter(stack, sequential=True)
+        _stop_popens(procs)
+        ctx.results.add("up_seq", "popen", dts)
+        seq = f"; sequential {dts * 1000:.1f} ms"
+    C.log(f"  up          {'popen':<12} {dt * 1000:9.1f} ms (start of {n} without waiting {dt_start * 1000:.1f} ms{seq})")
+
+
+def _up_hostconsole(ctx: Ctx, stack, n: int, stack_file: str, flat_file: str):
+    s = HostconsoleSystem(ctx.tmp)
+    s.open([])
+    try:
+        t0 = time.perf_counter()
+        report = s.host.up(stack_file)
+        dt = time.perf_counter() - t0
+        states = {r["name"]: r["state"] for r in report.records}
+        if sorted(states) != sorted(name for name, _ in stack) or set(states.values()) != {"running"}:
+            raise RuntimeError(f"after up: {states}")
+        provs = {name: s.host.provider(name) for name, _ in stack}
+        base = min(p.started_at for p in provs.values())
+        started = {k: p.started_at - base for k, p in provs.items()}
+        ready = {k: p.ready_at - base for k, p in provs.items() if p.ready_at is not None}
+        ctx.results.add("up", "hostconsole", dt)
+        ctx.results.add("up_first", "hostconsole", ready[stack[0][0]] - started[stack[0][0]])
+        ctx.results.add("up_order", "hostconsole", _violations(stack, started, ready))
+        levels = {}
+        for name, reqs in stack:
+            lv = 0 if not reqs else 1 + max(levels[r] for r in reqs)
+            levels[name] = lv
+        by_level = [max(ready[k] for k in levels if levels[k] == lv) for lv in range(3)]
+        detail = ", ".join(f"level {i + 1} ready {t * 1000:.0f} ms" for i, t in enumerate(by_level))
+    finally:
+        s.close()
+    s = HostconsoleSystem(ctx.tmp)
+    s.open([])
+    try:
+        t0 = time.perf_counter()
+        report = s.host.up(flat_file)
+        dt_start = time.perf_counter() - t0
+        if len(report.records) != n or {r["state"] for r in report.records} != {"running"}:
+            raise RuntimeError(f"after up of the flat stack: {[(r['name'], r['state']) for r in report.records]}")
+        ctx.results.add("up_start", "hostconsole", dt_start)
+    finally:
+        s.close()
+    C.log(f"  up          {'hostconsole':<12} {dt * 1000:9.1f} ms ({detail} after the first start; "
+          f"start of {n} with ready=none {dt_start * 1000:.1f} ms)")
+
+
+def _up_honcho(ctx: Ctx, cls, stack, procfile: str):
+    s = cls(ctx.tmp)
+    s.open(procfile)
+    try:
+        dt, started, ready, pids = s.up([name for name, _ in stack], UP_LINE)
+        if len(pids) != len(stack):
+            raise RuntimeError(f"honcho reported {len(pids)} of {len(stack)} processes started")
+        s.seen.extend(i for i in (C.ident(p) for p in pids) if i is not None)
+    finally:
+        s.close()
+        if s.left:
+            ctx.results.note(f"honcho: {len(s.left)} process(es) left after its own shutdown, killed by pid: "
+                             f"{s.left[:6]}")
+    ctx.results.add("up", s.name, dt)
+    # (No first-ready figure for honcho: its "started" line comes through its queue after the
+    # process has started, so start-to-ready would look shorter than it is.  For the order
+    # figure that lateness can only hide a violation, never make one.)
+    ctx.results.add("up_order", s.name, _violations(stack, started, ready))
+    C.log(f"  up          {s.name:<12} {dt * 1000:9.1f} ms (every ready line; last process started "
+          f"{max(started.values()) * 1000:.1f} ms after the go; {_violations(stack, started, ready)} started before "
+          f"what they require was ready)")
+
+
+def scenario_up(ctx: Ctx, rep: int):
+    n = ctx.n["up"]
+    stack = _up_stack(n)
+    stack_file, flat_file, procfile = _up_files(ctx, n)
+    classes = [c for c in ctx.systems if c.name in ("popen", "hostconsole", "honcho")]
+    for cls in _order(ctx, rep, classes):
+        if cls is PopenSystem:
+            fn = lambda: _up_popen(ctx, stack, n, rep)  # noqa: E731
+        elif cls.name == "hostconsole":
+            fn = lambda: _up_hostconsole(ctx, stack, n, stack_file, flat_file)  # noqa: E731
+        else:
+            fn = (lambda c: lambda: _up_honcho(ctx, c, stack, procfile))(cls)
+        _guard(ctx, "up", cls.name, fn)
+    shutil.rmtree(os.path.dirname(os.path.dirname(stack_file)), ignore_errors=True)
+
+
+def finish_up(ctx: Ctx):
+    if any(c.name == "honcho" for c in ctx.systems):
+        ctx.results.note("up: honcho has no dependencies and no readiness (a Procfile has no place for either): it "
+                         "starts every line at once, so its time is one readiness (0.3 s) plus its start, and every "
+                         "provider that requires another starts before that one is ready (the order figure)")
+
+
 RUNNERS = {
     "start": scenario_start,
     "stop-term": scenario_stop_term,
@@ -617,5 +868,6 @@ RUNNERS = {
     "ps": scenario_ps,
     "ipython": scenario_ipython,
     "memory": scenario_memory,
+    "up": scenario_up,
 }
-FINISHERS = {"ipython": finish_ipython}
+FINISHERS = {"ipython": finish_ipython, "up": finish_up}

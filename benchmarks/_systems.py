@@ -7,6 +7,9 @@
     s.kill_supervisor() SIGKILL whatever supervises the programs (crash scenario)
     s.close()          untimed: stop what is left, verify it is gone, remove files
 
+honcho (a Procfile runner: no dependency order, no readiness) takes part in the ``up``
+scenario only, through its own interface (``HonchoSystem.up``).
+
 Peers are driven through their own control interfaces on unix sockets (supervisord's
 XML-RPC, the transport ``supervisorctl`` uses; circus's ZeroMQ ``ipc://`` endpoint, the
 client ``circusctl`` uses), in-process, so that a client interpreter's start-up is not
@@ -73,6 +76,7 @@ def _abs_argv(argv: List[str]) -> List[str]:
 class System:
     name = "?"
     label = "?"
+    only: Optional[tuple] = None  # the scenarios it takes part in, if not all of them
 
     def __init__(self, tmp: str):
         self.tmp = tmp
@@ -673,7 +677,138 @@ class PM2System(System):
             raise RuntimeError(f"pm2: processes {[i.pid for i in left]} of {self.home} would not die")
 
 
-ALL = [PopenSystem, HostconsoleSystem, SupervisorSystem, CircusSystem, PM2System]
+# --- honcho ----------------------------------------------------------------------------
+
+
+class HonchoSystem(System):
+    """honcho, a Python clone of foreman: ``honcho start`` runs every line of a Procfile at
+    once (each with ``sh -c``, in its own session) and prefixes its output with the name.
+    A Procfile has no dependencies and no readiness, so it takes part in ``up`` only: the
+    time is until every process has printed its ready line, seen in honcho's own output.
+
+    ``honcho start``'s own code (``honcho.command.main``) runs in an interpreter started,
+    and honcho imported, before timing (``_honcho.py``, which waits for a go on stdin), as
+    the other peers' daemons are launched before timing.  Every process of it carries
+    ``HCBENCH_HONCHO=<id>``: ``close`` sends honcho SIGTERM (its own shutdown: SIGTERM to
+    each process group, SIGKILL after 5 s), then verifies by pid that all of them are gone."""
+
+    name = "honcho"
+    label = "honcho"
+    only = ("up",)
+
+    @staticmethod
+    def available():
+        try:
+            import honcho.command  # noqa: F401
+        except ImportError:
+            return "not installed (pip install honcho)"
+        return None
+
+    def version(self):
+        from importlib.metadata import version
+
+        return f"honcho {version('honcho')}"
+
+    def open(self, procfile: str) -> None:
+        import secrets
+
+        self.dir = os.path.dirname(procfile)
+        self.id = secrets.token_hex(4)
+        self.out = b""
+        self.lines: List[tuple] = []  # (perf_counter when read, line)
+        self.proc = subprocess.Popen([sys.executable, os.path.join(HERE, "_honcho.py"), procfile],
+                                     env=dict(os.environ, HCBENCH_HONCHO=self.id), cwd=self.dir,
+                                     start_new_session=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        try:
+            self._read_until(lambda: any(line == "armed" for _, line in self.lines), DAEMON_START_TIMEOUT, "armed")
+        except BaseException:
+            self.close()
+            raise
+        self.lines = []
+
+    def _read_until(self, done, timeout: float, what: str) -> None:
+        fd = self.proc.stdout.fileno()
+        deadline = time.perf_counter() + timeout
+        while not done():
+            left = deadline - time.perf_counter()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError(f"honcho: no {what} within {timeout:g} s; output: {self.out[-300:]!r}")
+            chunk = os.read(fd, 65536)
+            now = time.perf_counter()
+            if not chunk:
+                raise RuntimeError(f"honcho exited ({self.proc.wait(10)}) before {what}; output: {self.out[-300:]!r}")
+            self.out += chunk
+            *complete, rest = self.out.split(b"\n")
+            self.out = rest
+            self.lines += [(now, line.decode(errors="replace").rstrip("\r")) for line in complete]
+
+    def up(self, names: List[str], ready_line: str, timeout: float = 30.0):
+        """Timed: go, then read honcho's output until every program has printed
+        ``ready_line``.  Returns (seconds, {name: start seen}, {name: ready seen}, pids), the
+        times relative to the go."""
+        import re
+
+        started, ready, pids = {}, {}, []
+        pat = re.compile(r"^\S+ (\S+?)\s*\| (.*)$")  # "HH:MM:SS name.1 | text"
+        seen = 0
+
+        def done():
+            nonlocal seen
+            for t, line in self.lines[seen:]:
+                m = pat.match(line)
+                if not m:
+                    continue
+                who, text = m.group(1), m.group(2)
+                if who == "system":
+                    s = re.match(r"^(\S+)\.1 started \(pid=(\d+)\)", text)
+                    if s:
+                        started.setdefault(s.group(1), t - t0)
+                        pids.append(int(s.group(2)))
+                elif who.endswith(".1") and text == ready_line:
+                    ready.setdefault(who[:-2], t - t0)
+            seen = len(self.lines)
+            return all(n in ready for n in names)
+
+        t0 = time.perf_counter()
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+        self._read_until(done, timeout, f"{ready_line!r} from all {len(names)}")
+        dt = max(ready.values())
+        return dt, started, ready, pids
+
+    def close(self):
+        """honcho's own shutdown (SIGTERM), then every process it started must be gone."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.communicate(timeout=15)
+                except subprocess.TimeoutExpired:
+                    stop_child(self.proc, signal.SIGKILL)
+        finally:
+            for f in (self.proc.stdin, self.proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+            _, left = wait_gone(scan("HCBENCH_HONCHO", self.id), 10.0, 0.005)
+            self.left = [(i.pid, comm_of(i.pid)) for i in left]
+            left = kill_all(left)
+            self._finish()
+        if left:
+            raise RuntimeError(f"honcho: processes {[i.pid for i in left]} would not die")
+
+
+def comm_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
+ALL = [PopenSystem, HostconsoleSystem, SupervisorSystem, CircusSystem, PM2System, HonchoSystem]
 
 
 def crash_env(crash_id: str) -> Dict[str, str]:

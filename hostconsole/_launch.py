@@ -223,22 +223,28 @@ class Launcher:
         the deadline is watched here."""
         deadline = time.monotonic() + prov.ready_timeout
         what = "exit 0" if prov.oneshot else prov.ready_spec.describe()
-        pause = 0.02
+        probe = prov.ready_spec.probe(prov.log_path, prov.log_offset)
+        pause, most = 0.01, (1.0 if prov.oneshot else prov.ready_spec.poll_max)
+        due = time.monotonic()
         while True:
             with self.table.lock:
                 if prov.incarnation != inc or prov.state != State.STARTING:
                     return
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 self._fail_start(prov, inc, f"not ready after {prov.ready_timeout:g}s: waited for {what}; "
                                             f"it was stopped")
                 return
             ok = False
-            if not prov.oneshot:
-                try:
-                    ok = prov.ready_spec.check(prov.log_path, prov.log_offset, left)
-                except Exception:  # a probe that breaks is a probe that says "not yet"
-                    ok = False
+            if now >= due:  # (a wake by someone else's change is no reason to probe sooner)
+                if not prov.oneshot:
+                    try:
+                        ok = probe(left)
+                    except Exception:  # a probe that breaks is a probe that says "not yet"
+                        ok = False
+                due = now + pause
+                pause = min(pause * 1.5, most)
             with self.table.lock:
                 if ok:
                     if prov.incarnation == inc and prov.state == State.STARTING:
@@ -246,8 +252,7 @@ class Launcher:
                         self.table.notify()
                     return
                 # Woken early by any state change (an exit, a stop).
-                self.table.changed.wait(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 1.5, 0.25 if not prov.oneshot else 1.0)
+                self.table.changed.wait(max(0.0, min(due, deadline) - time.monotonic()))
 
     def _fail_start(self, prov: Provider, inc: int, reason: str) -> None:
         """It will not become ready: stop its tree; then it is FAILED, with ``reason``."""

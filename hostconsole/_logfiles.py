@@ -41,12 +41,13 @@ def header(name: str, run: int, when: Optional[float] = None) -> bytes:
 
 
 def open_for_run(path: str, name: str, run: int) -> "tuple[int, int]":
-    """Open ``path`` for a new run's output (O_APPEND); write the run header if earlier
-    output is there.  Returns (fd, offset where this run's output begins)."""
+    """Open ``path`` for a new run's output (O_APPEND); write the run header if this is
+    not the first run, or earlier output is there.  Returns (fd, offset where this run's
+    output begins)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         size = os.fstat(fd).st_size
-        if size > 0:
+        if size > 0 or run > 1:
             data = header(name, run)
             if size and not _ends_with_newline(path, size):
                 data = b"\n" + data  # a previous run that died mid-line
@@ -363,15 +364,17 @@ def merged_tail(logs: Mapping[str, PathLike], n: int) -> List[Tuple[Optional[flo
 
 
 def follow_all(paths_of: Callable[[], Mapping[str, Optional[Path]]], n: int, poll: float = 0.1,
-               sleep: Callable[[float], None] = time.sleep,
-               idle: bool = False) -> Generator[Tuple[Optional[str], str], None, None]:
+               sleep: Callable[[float], None] = time.sleep, idle: bool = False,
+               from_start: bool = False) -> Generator[Tuple[Optional[str], str], None, None]:
     """The last ``n`` lines of every log (interleaved by time), then each new line of any
     of them as it comes: (name, line), for ever.  New providers are picked up as they
     appear; a log rotated or truncated is read again from its start.  With ``idle``, a
-    round with nothing new yields ``(None, "")`` (a caller's chance to look elsewhere)."""
-    start = {name: size(p) for name, p in paths_of().items() if p is not None}
-    for _, name, line in merged_tail({k: v for k, v in paths_of().items() if v is not None}, n):
-        yield name, line
+    round with nothing new yields ``(None, "")`` (a caller's chance to look elsewhere).
+    With ``from_start``, every log is read from its beginning instead of its last lines."""
+    start = {name: 0 if from_start else size(p) for name, p in paths_of().items() if p is not None}
+    if not from_start:
+        for _, name, line in merged_tail({k: v for k, v in paths_of().items() if v is not None}, n):
+            yield name, line
     pos = dict(start)
     partial: Dict[str, bytes] = {}
     while True:

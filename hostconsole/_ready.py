@@ -18,7 +18,7 @@ import socket
 import subprocess
 import urllib.parse
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from . import _proc
 from .errors import InvalidSpec
@@ -32,12 +32,19 @@ class ReadySpec:
     kind = "none"
     text = "none"
     port: Optional[int] = None
+    # How often a probe is worth making, at the most: a log line or a port is cheap to look
+    # at (and a stack waits on each level's readiness); an HTTP request or a command less so.
+    poll_max = 0.05
 
     def describe(self) -> str:
         return "nothing"
 
     def check(self, log_path: Optional[Path], log_offset: int, deadline_left: float) -> bool:
         return True
+
+    def probe(self, log_path: Optional[Path], log_offset: int) -> "Callable[[float], bool]":
+        """A probe for one incarnation: ``probe(seconds_left)`` says whether it is ready."""
+        return lambda left: self.check(log_path, log_offset, left)
 
     def __str__(self) -> str:
         return self.text
@@ -73,6 +80,7 @@ class PortReady(ReadySpec):
 
 class HttpReady(ReadySpec):
     kind = "http"
+    poll_max = 0.25
 
     def __init__(self, text, url, port):
         self.text, self.url, self.port = text, url, port
@@ -110,22 +118,37 @@ class LogReady(ReadySpec):
         return f"a line of output matching {self.regex.pattern!r}"
 
     def check(self, log_path, log_offset, deadline_left):
-        # Read what this incarnation wrote (from its offset in the log) and match per line.
-        if log_path is None:
-            return False
-        try:
-            with open(log_path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                f.seek(log_offset if size >= log_offset else 0)
-                data = f.read(8 * 1024 * 1024)
-        except OSError:
-            return False
-        text = data.decode("utf-8", errors="replace")
-        return any(self.regex.search(line) for line in text.splitlines())
+        return self.probe(log_path, log_offset)(deadline_left)
+
+    def probe(self, log_path: Optional[Path], log_offset: int) -> "Callable[[float], bool]":
+        """Matches what this incarnation wrote (from its offset in the log), line by line,
+        reading only what is new at each look (a chatty provider's log is not read again
+        and again from its start)."""
+        pos, rest = [log_offset], [b""]
+
+        def probe(deadline_left: float) -> bool:
+            if log_path is None:
+                return False
+            try:
+                with open(log_path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if size < pos[0]:  # rotated meanwhile: what is left starts at the top
+                        pos[0], rest[0] = 0, b""
+                    f.seek(pos[0])
+                    data = f.read(8 * 1024 * 1024)
+            except OSError:
+                return False
+            pos[0] += len(data)
+            lines = (rest[0] + data).split(b"\n")
+            rest[0] = lines[-1]  # (a line still being written: looked at again, whole, next time)
+            return any(self.regex.search(line.decode("utf-8", errors="replace")) for line in lines)
+
+        return probe
 
 
 class CmdReady(ReadySpec):
     kind = "cmd"
+    poll_max = 0.25
 
     def __init__(self, text, command):
         self.text, self.command = text, command
@@ -229,7 +252,7 @@ def port_holders(port: int):
             cmd = ""
             if c.pid:
                 try:
-                    cmd = " ".join(psutil.Process(c.pid).cmdline())[:120]
+                    cmd = " ".join(" ".join(psutil.Process(c.pid).cmdline()).split())[:120]  # (one line)
                 except psutil.Error:
                     pass
             if (c.pid, cmd) not in out:

@@ -41,13 +41,14 @@ REARM_LIMIT, REARM_WINDOW = 3, 60.0  # new watchdogs after a loss, at most this 
 
 class Session(WatchdogListener):
     def __init__(self, state_dir: Path, table: ProviderTable, *, log_max_bytes: int, log_key: str,
-                 on_exit: Callable[[Dict[str, Any]], None],
+                 on_exit: Callable[[Dict[str, Any]], None], on_stopped: Callable[[Dict[str, Any]], None],
                  on_control: Callable[[Dict[str, Any]], Dict[str, Any]],
                  snapshot: Callable[["Session"], Optional[registry.HostRecord]]):
         self.table = table
         self.log_max_bytes = log_max_bytes
         self.log_key = log_key
         self._on_exit = on_exit
+        self._on_stopped = on_stopped
         self._on_control = on_control
         self.state_dir = state_dir
         hosts = _statedir.private_dir(state_dir / "hosts", "hosts directory")
@@ -135,6 +136,9 @@ class Session(WatchdogListener):
 
     def on_exit(self, event: Dict[str, Any]) -> None:
         self._on_exit(event)
+
+    def on_stopped(self, event: Dict[str, Any]) -> None:
+        self._on_stopped(event)
 
     def on_members(self, event: Dict[str, Any]) -> None:
         with self.table.lock:

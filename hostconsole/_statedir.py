@@ -81,6 +81,31 @@ def _check(path: Path, what: str) -> None:
         raise HostError(f"{what} {path} is not writable")
 
 
+def read_regular(path: "os.PathLike[str] | str", limit: int) -> bytes:
+    """The bytes of a regular file (a FIFO, a device, a directory is refused at once: none
+    may block a reader or feed it for ever).  Raises OSError; ValueError for what is not a
+    regular file or is larger than ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ValueError("a directory, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ValueError(f"larger than {limit} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def remove_tree(path: Optional[Path]) -> None:
     import shutil
 

@@ -291,6 +291,7 @@ def stop_levels(
     deadline: Optional[Deadline] = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Optional[Callable[[float], None]] = None,
+    on_done: Optional[Callable[[Target, Outcome], None]] = None,
 ) -> List[Outcome]:
     """Stop ``levels`` in order, the targets of one level concurrently.
 
@@ -298,7 +299,8 @@ def stop_levels(
     reaches every tree no later than that, whatever the stop timeouts and however many
     levels (a kernel has 2.5 s).  Never raises for a process that vanished or cannot be
     signalled; returns one Outcome per target (and one for ``rest``, if given and
-    non-empty).
+    non-empty).  ``on_done(target, outcome)`` is told of each as soon as it is done (a
+    provider shows as stopped when it is, not when the slowest of its level is).
     """
     if deadline is None:
         deadline = Deadline(within, clock)
@@ -310,17 +312,31 @@ def stop_levels(
         _proc.wait_gone if sleep is None else (lambda members, seconds: sleep(seconds)))
     outcomes: List[Outcome] = []
     for level in levels:
-        outcomes.extend(_stop_level(list(level), finder, status_of, None, deadline, clock, wait))
+        outcomes.extend(_stop_level(list(level), finder, status_of, None, deadline, clock, wait, on_done))
     if rest is not None:
-        outcomes.extend(_stop_level([], finder, status_of, rest, deadline, clock, wait))
+        outcomes.extend(_stop_level([], finder, status_of, rest, deadline, clock, wait, on_done))
     return outcomes
 
 
 def _stop_level(targets: List[Target], finder: Finder,
                 status_of: Callable[[Target], Tuple[Optional[int], Optional[str]]], rest: Optional[Target],
                 cap: Deadline, clock: Callable[[], float],
-                wait: Callable[[Iterable[ProcId], float], None]) -> List[Outcome]:
+                wait: Callable[[Iterable[ProcId], float], None],
+                on_done: Optional[Callable[[Target, Outcome], None]] = None) -> List[Outcome]:
     t0 = clock()
+    settled: Set[int] = set()
+
+    def settle() -> None:
+        """Exit status (once) and word of each target done since the last call."""
+        for t in targets:
+            o = done.get(id(t))
+            if o is not None and id(t) not in settled:
+                settled.add(id(t))
+                if t is not rest and o.outcome != "gone":
+                    o.exit_code, o.signal = status_of(t)
+                if on_done is not None:
+                    on_done(t, o)
+
     began = _proc.now_stamp()
     # Signal first, walk after: every process group gets the stop signal at once through
     # its leader (verified), so the trees are already ending while we walk them.  The walk
@@ -369,6 +385,7 @@ def _stop_level(targets: List[Target], finder: Finder,
         else:
             signal_tree(t, t.stop_signal, table)
         signalled[key] = set(t.members.values())
+    settle()
     pause = POLL_MIN
     while len(done) < len(targets):
         now = clock()
@@ -408,13 +425,9 @@ def _stop_level(targets: List[Target], finder: Finder,
                         if t.stop_signal != signal.SIGKILL:
                             _proc.send(ident, signal.SIGCONT)
                     signalled[key].add(ident)
-    out = []
-    for t in targets:
-        o = done[id(t)]
-        if t is not rest and o.outcome != "gone":
-            o.exit_code, o.signal = status_of(t)
-        out.append(o)
-    return out
+        settle()
+    settle()
+    return [done[id(t)] for t in targets]
 
 
 def order_for_stop(names: Iterable[str], requires: Mapping[str, Iterable[str]]) -> List[List[str]]:

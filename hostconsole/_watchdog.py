@@ -422,7 +422,12 @@ class Watchdog:
             if msg.get("sweep"):
                 # A purge: everything under the watchdog is the host's, attributed or not.
                 rest = Target("(unattributed)", None, None, signal.SIGTERM, 1.0)
-            outcomes = self.stop(msg["levels"], dl, rest=rest)
+            def done(t: Target, o: Outcome) -> None:  # (each provider's end, as soon as it comes)
+                if t.main is not None:
+                    self._send({"ev": "stopped", "name": t.name, "pid": t.main.pid, "start": t.main.start,
+                                "outcome": o.as_dict()})
+
+            outcomes = self.stop(msg["levels"], dl, rest=rest, on_done=done)
             reply: Dict[str, Any] = {"report": [o.as_dict() for o in outcomes]}
             with self.lock:
                 if self.handover:  # the host left before the answer: this goes in our report
@@ -438,12 +443,12 @@ class Watchdog:
         self._send(reply)
 
     def stop(self, names_by_level: List[List[str]], deadline: Optional[Deadline] = None,
-             rest: Optional[Target] = None) -> List[Outcome]:
+             rest: Optional[Target] = None, on_done: Any = None) -> List[Outcome]:
         levels = []
         with self.lock:
             for names in names_by_level:
                 levels.append([self.providers[n].target for n in names if n in self.providers])
-        return stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest, deadline=deadline)
+        return stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest, deadline=deadline, on_done=on_done)
 
     # --- the end ------------------------------------------------------------------------
 

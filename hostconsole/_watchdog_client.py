@@ -5,6 +5,7 @@ delivers the watchdog's events to a ``WatchdogListener``:
 
 * ``on_exit(event)``: a provider's main process ended (the watchdog reaped it);
 * ``on_members(event)``: who belongs to a provider changed (identities, as tracked);
+* ``on_stopped(event)``: one provider of a stop under way is done (its outcome);
 * ``on_control(client, request)``: a request from outside (``hostconsole stop``), called on
   a thread of its own, since answering it needs the channel's replies;
 * ``on_lost(client)``: the watchdog is gone (end-of-file on the channel).
@@ -56,6 +57,9 @@ class WatchdogListener:
         pass
 
     def on_members(self, event: Dict[str, Any]) -> None:
+        pass
+
+    def on_stopped(self, event: Dict[str, Any]) -> None:
         pass
 
     def on_control(self, client: "WatchdogClient", request: Dict[str, Any]) -> None:
@@ -142,6 +146,8 @@ class WatchdogClient:
                 self._listener.on_exit(msg)
             elif msg.get("ev") == "members":
                 self._listener.on_members(msg)
+            elif msg.get("ev") == "stopped":
+                self._listener.on_stopped(msg)
             elif msg.get("ev") == "control":
                 # Not on this thread: answering needs the reader to carry the replies.
                 if not start_thread(self._listener.on_control, self, msg, name="hostconsole-control"):

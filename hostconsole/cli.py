@@ -112,9 +112,11 @@ def cmd_up(args) -> int:
 
 
 def _follow(host, names):
+    """Every line of the stack's providers from their first (the host is a new one: its
+    logs began with this run), then as they come."""
     from . import _logfiles
 
-    return _logfiles.follow_all(lambda: host._log_paths(names), 0, idle=True)
+    return _logfiles.follow_all(lambda: host._log_paths(names), 0, idle=True, from_start=True)
 
 
 def cmd_console(args, ipython_args: List[str]) -> int:

@@ -138,7 +138,8 @@ class Host(HostViews):
             if self.last_reap.records:
                 print(f"hostconsole: {self.last_reap.summary()}", file=sys.stderr)
             self._session = Session(root, self._table, log_max_bytes=self.log_max_bytes, log_key=self.log_key,
-                                    on_exit=self._launcher.on_exit, on_control=self._on_control,
+                                    on_exit=self._launcher.on_exit, on_stopped=self._on_stopped,
+                                    on_control=self._on_control,
                                     snapshot=self._snapshot)
             self._table.on_change = self._session.publisher.dirty
             _live_hosts.add(self)
@@ -380,17 +381,10 @@ class Host(HostViews):
         with self._lock:
             for p in op.provs:
                 o = result.get(p.name)
-                if o is not None and o["outcome"] != "gone" and (o["exit_code"] is not None or o["signal"]):
-                    p.exit_code, p.signal = o["exit_code"], o["signal"]
-                if o is not None and o["outcome"] == "survived":  # never "stopped" while a member lives
-                    p.fail_reason = (f"{len(o['survivors'])} process(es) survived SIGKILL: pids "
-                                     f"{', '.join(map(str, o['survivors']))}")
-                if p.state == State.STOPPING:
-                    if p.fail_reason is not None:
-                        p.error, p.fail_reason = p.fail_reason, None
-                        p.move(State.FAILED)
-                    else:
-                        p.move(State.STOPPED)
+                if o is not None:
+                    _stopped(p, o)
+                elif p.state == State.STOPPING:
+                    _stopped(p, {"outcome": "gone", "exit_code": None, "signal": None, "survivors": []})
                 p._stopping = None
                 result.setdefault(p.name, {"name": p.name, "outcome": "gone", "exit_code": p.exit_code,
                                            "signal": p.signal, "seconds": 0.0, "survivors": []})
@@ -498,6 +492,14 @@ class Host(HostViews):
         return StopReport(records, notes=[f"still stopping, finished by the watchdog (pid {session.watchdog.pid}): "
                                           f"{', '.join(still)}"] if still else [])
 
+    def _on_stopped(self, event: Dict[str, Any]) -> None:
+        """One provider of a stop under way is done (the watchdog says so as it happens)."""
+        with self._lock:
+            p = self._providers.get(event["name"])
+            if p is not None and p._stopping is not None and p.main == (event["pid"], event["start"]):
+                _stopped(p, event["outcome"])
+                self._table.notify()
+
     def _on_control(self, request: Dict[str, Any]) -> Dict[str, Any]:
         """A request from outside (``hostconsole stop``), relayed by the watchdog."""
         if request.get("op") != "purge":
@@ -535,6 +537,22 @@ def _shutdown_all_at_exit() -> None:
             host.shutdown()
         except Exception as e:  # exit must go on; the watchdog finishes what we could not
             print(f"hostconsole: shutdown at exit failed: {e}", file=sys.stderr)
+
+
+def _stopped(p: Provider, o: Dict[str, Any]) -> None:
+    """What a stop's outcome makes of a provider (hold the lock): its exit status, and out of
+    STOPPING -- FAILED if it failed to start or a member outlived SIGKILL, else STOPPED."""
+    if o["outcome"] != "gone" and (o["exit_code"] is not None or o["signal"]):
+        p.exit_code, p.signal = o["exit_code"], o["signal"]
+    if o["outcome"] == "survived":  # never "stopped" while a member lives
+        p.fail_reason = (f"{len(o['survivors'])} process(es) survived SIGKILL: pids "
+                         f"{', '.join(map(str, o['survivors']))}")
+    if p.state == State.STOPPING:
+        if p.fail_reason is not None:
+            p.error, p.fail_reason = p.fail_reason, None
+            p.move(State.FAILED)
+        else:
+            p.move(State.STOPPED)
 
 
 def _forget_hosts_in_child() -> None:

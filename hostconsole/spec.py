@@ -241,15 +241,16 @@ def parse_env_file(path: str) -> Dict[str, str]:
     """``K=V`` lines, as docker compose and python-dotenv read them: ``export`` allowed,
     ``#`` comments, blank lines, 'single' (literal) and "double" (escapes) quotes.  No
     ``${VAR}`` interpolation: a value is what the file says.  One clear error per bad line."""
+    from ._statedir import read_regular
+
     try:
-        with open(path, "rb") as f:
-            raw = f.read(ENV_FILE_MAX + 1)
+        raw = read_regular(path, ENV_FILE_MAX)
     except FileNotFoundError:
         raise InvalidSpec(f"env file {path} does not exist") from None
     except OSError as e:
         raise InvalidSpec(f"cannot read env file {path}: {e.strerror or e}") from None
-    if len(raw) > ENV_FILE_MAX:
-        raise InvalidSpec(f"env file {path} is larger than {ENV_FILE_MAX} bytes")
+    except ValueError as e:
+        raise InvalidSpec(f"cannot read env file {path}: {e}") from None
     try:
         text = raw.decode("utf-8-sig")  # (a byte-order mark, as some editors write one, is not a name)
     except UnicodeDecodeError as e:

@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from ._statedir import read_regular
 from .errors import InvalidSpec
 from .spec import NAME_RE, STACK_KEYS, ProviderSpec
 
 FILES = ("hostconsole.toml", "process-compose.yaml", "process-compose.yml", "Procfile")
+MAX_BYTES = 4 * 1024 * 1024
 
 
 class StackError(InvalidSpec):
@@ -90,18 +92,21 @@ def load(path: Union[str, "os.PathLike[str]", None] = None) -> Stack:
     if p.is_dir():
         p = find(p)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_regular(p, MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
         raise StackError(f"{p}: no such file") from None
     except UnicodeDecodeError as e:
         raise StackError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise StackError(f"{p}: cannot read it: {e.strerror or e}") from None
+    except ValueError as e:
+        raise StackError(f"{p}: cannot read it: {e}") from None
     warnings: List[str] = []
+    origins: Dict[str, Dict[str, str]] = {}  # what a key is called in the file, where not ours
     if p.name == "Procfile" or p.suffix == "" and p.name.lower().startswith("procfile"):
         raw = _procfile(p, text)
     elif p.suffix in (".yaml", ".yml"):
-        raw, warnings = _process_compose(p, text)
+        raw, warnings, origins = _process_compose(p, text)
     elif p.suffix == ".toml":
         raw = _toml(p, text)
     else:
@@ -114,27 +119,33 @@ def load(path: Union[str, "os.PathLike[str]", None] = None) -> Stack:
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise StackError(f"{p}{_at(line)}: invalid provider name {name!r}: use 1-64 letters, digits, '.', '_' "
                              f"or '-', starting with a letter or digit")
+        named = origins.get(name, {})
+
+        def called(key: str) -> str:
+            return named.get(key, key)
+
         unknown = sorted(set(options) - STACK_KEYS)
         if unknown:
             raise StackError(f"{where}{_at(_line_of(text, name, unknown[0]))}: unknown key {unknown[0]!r} "
                              f"(a provider takes {', '.join(sorted(STACK_KEYS))})")
         if "command" not in options:
             raise StackError(f"{where}{_at(line)}: key 'command' is missing")
+        for key, value in options.items():
+            _check_type(where + _at(_line_of(text, name, called(key))), called(key), key, value)
         opts = dict(options)
         command = opts.pop("command")
         shell = opts.pop("shell", False)
-        for key, value in opts.items():
-            _check_type(where + _at(_line_of(text, name, key)), key, value)
         try:
             specs[name] = ProviderSpec.build(name, command, shell=shell, base_dir=base, **opts)
         except InvalidSpec as e:
             bad = _key_in(str(e), options)
-            raise StackError(f"{where}{_at(_line_of(text, name, bad) if bad else line)}"
-                             f"{f': key {bad!r}' if bad else ''}: {e}") from None
+            raise StackError(f"{where}{_at(_line_of(text, name, called(bad)) if bad else line)}"
+                             f"{f': key {called(bad)!r}' if bad else ''}: {e}") from None
     for name, spec in specs.items():
         for r in spec.requires:
             if r not in specs:
-                raise StackError(f"{p}: provider {name!r}{_at(_line_of(text, name, 'requires'))}: key 'requires': "
+                key = origins.get(name, {}).get("requires", "requires")
+                raise StackError(f"{p}: provider {name!r}{_at(_line_of(text, name, key))}: key {key!r}: "
                                  f"{r!r} is not a provider of this stack")
     cycle = _cycle(specs)
     if cycle:
@@ -194,7 +205,8 @@ _PC_SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 9: "KILL", 10: "USR1", 12: "USR2",
 _PC_RESTART = {"no": "no", "always": "always", "on_failure": "on-failure", "exit_on_failure": "no"}
 
 
-def _process_compose(path: Path, text: str) -> Tuple[Dict[str, Dict[str, Any]], List[str]]:
+def _process_compose(path: Path, text: str) -> Tuple[Dict[str, Dict[str, Any]], List[str],
+                                                     Dict[str, Dict[str, str]]]:
     try:
         import yaml  # type: ignore[import-untyped,unused-ignore]
     except ModuleNotFoundError:
@@ -211,12 +223,17 @@ def _process_compose(path: Path, text: str) -> Tuple[Dict[str, Dict[str, Any]], 
         raise StackError(f"{path}: no processes: a process-compose file has a 'processes' mapping")
     ignored = [k for k in data if k not in ("processes", "version")]
     out: Dict[str, Dict[str, Any]] = {}
+    origins: Dict[str, Dict[str, str]] = {}
+    loose: List[str] = []  # depends_on conditions honoured more strictly than they say
     completed: List[str] = []  # required with process_completed_successfully: oneshots
     for name, p in data["processes"].items():
         where = f"{path}: process {name!r}"
         if not isinstance(p, dict):
             raise StackError(f"{where}: must be a mapping")
         o: Dict[str, Any] = {}
+        origins[str(name)] = {"cwd": "working_dir", "env": "environment", "requires": "depends_on",
+                                       "ready": "readiness_probe", "restart": "availability.restart",
+                                       "stop_signal": "shutdown.signal", "stop_timeout": "shutdown.timeout_seconds"}
         for key, value in p.items():
             if key == "command":
                 o["command"], o["shell"] = value, True  # (process-compose runs it with a shell)
@@ -232,7 +249,9 @@ def _process_compose(path: Path, text: str) -> Tuple[Dict[str, Dict[str, Any]], 
                     c = (cond or {}).get("condition", "process_started") if isinstance(cond, dict) else None
                     if c == "process_completed_successfully":
                         completed.append(str(dep))
-                    elif c not in ("process_started", "process_healthy"):
+                    elif c == "process_started":
+                        loose.append(f"{name}->{dep}")
+                    elif c != "process_healthy":
                         ignored.append(f"processes.{name}.depends_on.{dep}.condition={c}")
             elif key == "readiness_probe" and isinstance(value, dict):
                 for k, v in value.items():
@@ -265,8 +284,11 @@ def _process_compose(path: Path, text: str) -> Tuple[Dict[str, Dict[str, Any]], 
     for dep in completed:
         if dep in out:
             out[dep]["oneshot"] = True
-    warnings = [f"{path}: not honoured: {', '.join(ignored)}"] if ignored else []
-    return out, warnings
+    said = ([f"not honoured: {', '.join(ignored)}"] if ignored else []) + (
+        [f"depends_on process_started is honoured as process_healthy (a dependent starts once what it requires "
+         f"is ready): {', '.join(loose)}"] if loose else [])
+    warnings = [f"{path}: {'; '.join(said)}"] if said else []  # (one line, whatever it has to say)
+    return out, warnings, origins
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -278,14 +300,15 @@ _TYPES: Mapping[str, Tuple[type, ...]] = {
 }
 
 
-def _check_type(where: str, key: str, value: Any) -> None:
+def _check_type(where: str, called: str, key: str, value: Any) -> None:
     want = _TYPES.get(key)
     if want is None:
         return
     if isinstance(value, bool) and bool not in want or not isinstance(value, want):
-        names = " or ".join({"bool": "true/false", "str": "a string", "int": "a number", "float": "a number",
-                             "list": "a list", "dict": "a table"}[t.__name__] for t in want)
-        raise StackError(f"{where}: key {key!r} must be {names}, not {value!r}")
+        words = {"bool": "true or false", "str": "a string", "int": "a number", "float": "a number",
+                 "list": "a list", "dict": "a table"}
+        names = " or ".join(dict.fromkeys(words[t.__name__] for t in want))
+        raise StackError(f"{where}: key {called!r} must be {names}, not {value!r}")
 
 
 def _key_in(message: str, options: Mapping[str, Any]) -> Optional[str]:

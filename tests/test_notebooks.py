@@ -16,14 +16,20 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 # What each tutorial's outputs must show, for it to teach what it says.
 EXPECTED = {
     "01-quickstart": ["'web': running", "200 text/html", "PORTS", "Serving HTTP", "exited", "SIGTERM"],
-    "02-dependencies-and-health": ["'prepare': exited", "'api': running", "restart", '{"answer": 42}',
+    "02-dependencies-and-health": ["'prepare': exited", "'api': running", "'worker' run ", '{"answer": 42}',
                                    "stopped", "prepared"],
     "03-crash-safety": ["alive", "all gone", "leftover processes", "would stop", "killed", "0 leftover processes"],
+    # up's table: each provider " started " (first up), "unchanged" (re-run), "restarted" (the edited
+    # web app and the worker that requires it); the migration's and the worker's own lines in
+    # logs --all; the down report (OUTCOME) with the providers stopped on SIGTERM.
+    "04-stacks": ["ACTION", " started ", "unchanged", "restarted", "migration: cache said +PONG",
+                  "worker: job", "OUTCOME", "SIGTERM"],
 }
 
 
-def test_there_are_three_tutorials():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03"]
+def test_every_tutorial_is_numbered_in_order_and_has_expectations():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04"]
+    assert sorted(EXPECTED) == [p.stem for p in NOTEBOOKS]
 
 
 @pytest.mark.timeout(300)

@@ -61,11 +61,19 @@ def test_the_first_run_in_a_new_log_has_no_header_and_begins_at_zero(log):
     assert read(log) == b"hello\n"
 
 
-def test_an_empty_existing_log_gets_no_header(log):
+def test_a_first_run_in_an_empty_log_gets_no_header(log):
+    log.write_bytes(b"")
+    fd, offset = open_for_run(str(log), "web", 1)
+    os.close(fd)
+    assert offset == 0 and read(log) == b""
+
+
+def test_a_later_run_gets_a_header_even_after_a_silent_run(log):
     log.write_bytes(b"")
     fd, offset = open_for_run(str(log), "web", 4)
     os.close(fd)
-    assert offset == 0 and read(log) == b""
+    data = read(log)
+    assert data.startswith(b"--- hostconsole: 'web' run 4 started ") and offset == len(data)
 
 
 def test_a_run_after_output_gets_a_header_and_begins_after_it(log):
