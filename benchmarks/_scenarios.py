@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from . import _common as C
-from ._systems import HostconsoleSystem, PopenSystem, Program, System, crash_env
+from ._systems import HostconsoleSystem, HostconsoleUnfenced, PopenSystem, Program, System, crash_env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NEVER = float("inf")
@@ -43,10 +43,12 @@ class Figure:
 
 FIGURES: List[Figure] = [
     Figure("start", "start", "start {n} providers until all running", "s", ("ratio", 1.5), "≤ 1.5× Popen"),
+    Figure("start_unfenced", "start", "… the same with no fence (HOSTCONSOLE_FENCE=none)", "s", None),
     Figure("start_cold", "start", "fresh Host().start() + 1st run() until running (Popen: 1 Popen)", "s", None,
            ratio=False),
     Figure("stop_term", "stop-term", "stop {n} (exit on SIGTERM) until all gone", "s", ("ratio", 2.0),
            "≤ 2× Popen"),
+    Figure("stop_term_unfenced", "stop-term", "… the same with no fence (HOSTCONSOLE_FENCE=none)", "s", None),
     Figure("stop_ignore", "stop-ignore", "stop {n} (ignore SIGTERM, stop timeout 1 s) until all gone", "s",
            ("ratio", 1.05), "≤ 1.05× Popen"),
     Figure("crash_gone", "crash", "owner SIGKILLed ({n} trees): last marked process gone", "s", ("max", 0.100),
@@ -145,6 +147,28 @@ def _order(ctx: Ctx, rep: int, classes=None) -> List[type]:
     return cls[k:] + cls[:k]
 
 
+def _with_unfenced(ctx: Ctx, rep: int) -> List[type]:
+    """The systems of a start or stop figure, and hostconsole once more with no fence."""
+    classes = [c for c in ctx.systems if c.only is None]
+    if HostconsoleSystem in classes:
+        classes.append(HostconsoleUnfenced)
+    return _order(ctx, rep, classes)
+
+
+def _record(ctx: Ctx, key: str, s: System, dt: float):
+    """One timing; the unfenced variant's under KEY_unfenced in the hostconsole column, beside
+    the same Popen baseline."""
+    if s.name == HostconsoleUnfenced.name:
+        ctx.results.add(key + "_unfenced", HostconsoleSystem.name, dt)
+        return
+    ctx.results.add(key, s.name, dt)
+    if getattr(s, "mechanism", None):
+        ctx.results.note(f"hostconsole's fence in this run: {s.mechanism} (HOSTCONSOLE_FENCE unset: the strongest "
+                         "the system allows; the 'no fence' rows: none)")
+    if s.name == PopenSystem.name:
+        ctx.results.add(key + "_unfenced", s.name, dt)
+
+
 def _guard(ctx: Ctx, scenario: str, system: str, fn: Callable[[], None]) -> bool:
     """Run one system's repetition; a failure is a note, never a lost run or a leak."""
     try:
@@ -179,7 +203,7 @@ def _sleepers(n: int, argv=C.SLEEPER, stop_timeout: float = 5.0) -> List[Program
 
 def scenario_start(ctx: Ctx, rep: int):
     n = ctx.n["start"]
-    for cls in _order(ctx, rep):
+    for cls in _with_unfenced(ctx, rep):
         s = ctx.make(cls)
 
         def one():
@@ -191,14 +215,19 @@ def scenario_start(ctx: Ctx, rep: int):
                 running = s.remember()
                 if len(running) != n:
                     raise RuntimeError(f"{len(running)} of {n} programs running after start")
-                ctx.results.add("start", s.name, dt)
-                C.log(f"  start       {s.name:<12} {dt * 1000:9.1f} ms")
+                _record(ctx, "start", s, dt)
+                C.log(f"  start       {s.name:<12} {dt * 1000:9.1f} ms" + _fence_note(s))
             finally:
                 s.close()
 
         _guard(ctx, "start", s.name, one)
         if s.name in ("popen", "hostconsole"):
             _guard(ctx, "start", s.name, lambda: _cold_start(ctx, s.name))
+
+
+def _fence_note(s: System) -> str:
+    mech = getattr(s, "mechanism", None)
+    return f" [fence {mech}]" if mech else ""
 
 
 def _cold_start(ctx: Ctx, name: str):
@@ -231,7 +260,7 @@ def _cold_start(ctx: Ctx, name: str):
 
 def _stop_scenario(ctx: Ctx, rep: int, key: str, scenario: str, argv, stop_timeout: float, expect: str):
     n = ctx.n[scenario]
-    for cls in _order(ctx, rep):
+    for cls in (_with_unfenced(ctx, rep) if key == "stop_term" else _order(ctx, rep)):
         s = ctx.make(cls)
 
         def one():
@@ -249,8 +278,9 @@ def _stop_scenario(ctx: Ctx, rep: int, key: str, scenario: str, argv, stop_timeo
                 dt = time.perf_counter() - t0
                 if left:
                     raise RuntimeError(f"{len(left)} of {n} processes still alive 30 s after the stop returned")
-                ctx.results.add(key, s.name, dt)
-                C.log(f"  {scenario:<11} {s.name:<12} {dt * 1000:9.1f} ms (tail after the call {tail * 1000:.1f} ms)")
+                _record(ctx, key, s, dt)
+                C.log(f"  {scenario:<11} {s.name:<12} {dt * 1000:9.1f} ms (tail after the call {tail * 1000:.1f} ms)"
+                      + _fence_note(s))
                 report = getattr(s, "report", None)
                 if report is not None:
                     outcomes = {r["outcome"] for r in report.records}

@@ -181,15 +181,27 @@ class HostconsoleSystem(System):
 
         return f"hostconsole {hostconsole.__version__}"
 
+    fence: Optional[str] = None  # HOSTCONSOLE_FENCE for the host's watchdog (None: what it detects)
+
     def open(self, programs):
         import hostconsole
 
         super().open(programs)
         self.state = tempfile.mkdtemp(prefix="hc-", dir=self.tmp)
-        self.host = hostconsole.Host(self.state).start()
+        saved = os.environ.get("HOSTCONSOLE_FENCE")
+        if self.fence is not None:  # the watchdog reads it when it starts, from the environment it inherits
+            os.environ["HOSTCONSOLE_FENCE"] = self.fence
+        try:
+            self.host = hostconsole.Host(self.state).start()
+        finally:
+            if saved is None:
+                os.environ.pop("HOSTCONSOLE_FENCE", None)
+            else:
+                os.environ["HOSTCONSOLE_FENCE"] = saved
         self.host_id = self.host.host_id
         self.report = None
         wait_watchdog(self.host)
+        self.mechanism = self.host.status().get("fence") or "?"
 
     def start_all(self):
         for p in self.programs:
@@ -249,6 +261,15 @@ def _ini_value(s: str) -> str:
     if "\n" in s or "%" in s:
         raise ValueError(f"cannot put {s!r} in an ini file")
     return s
+
+
+class HostconsoleUnfenced(HostconsoleSystem):
+    """hostconsole with no cgroup per provider (``HOSTCONSOLE_FENCE=none``): what the fence costs."""
+
+    name = "hostconsole-unfenced"
+    label = "hostconsole, no fence"
+    only = ("start", "stop-term")  # recorded as the *_unfenced figures of the hostconsole column
+    fence = "none"
 
 
 class SupervisorSystem(System):

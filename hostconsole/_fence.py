@@ -22,13 +22,6 @@ Mechanisms, in the order ``detect`` tries them (``HOSTCONSOLE_FENCE`` = ``cgroup
   orphans itself (or closes its output) before the watchdog's tracker has seen it.  Purge,
   shutdown and the watchdog still stop it (everything under the watchdog is the host's).
 
-A CPU slice comes with it where the v1 ``cpu`` controller may be used (root on v1/hybrid
-systems): all of a host's providers share one cgroup there (``cpu/hostconsole/HOST_ID``),
-so however many processes they run -- a fork bomb makes hundreds -- together they weigh
-as much as one process against the watchdog and the kernel (systemd's slices do the
-same).  Without it, a provider forking as fast as it can starves the very stop that
-would end it (measured: 44 s for a purge of 400 busy forkers on 2 cores; 0.6 s with it).
-
 Cells live at ``ROOT/hostconsole/HOST_ID/NAME.RUN``.  Threads: the watchdog's main thread
 (spawns) and its stop threads; every operation that would freeze or kill a cell holds the
 watchdog's ``spawn_lock``, so a cell is never frozen while the watchdog sits in it.
@@ -128,63 +121,14 @@ class Cell:
             return False
 
 
-class CpuSlice:
-    """The v1 ``cpu`` cgroup all of a host's providers share (see the module's docstring)."""
-
-    def __init__(self, base: Path, home: Path):
-        self.base = base  # cpu/hostconsole
-        self.home = home  # the spawning thread's own cpu cgroup
-        self.path: Optional[Path] = None
-
-    def for_host(self, host_id: str) -> "CpuSlice":
-        s = CpuSlice(self.base, self.home)
-        s.path = self.base / host_id  # (made at its first spawn: looking at a host makes nothing)
-        return s
-
-    def enter(self) -> None:
-        if self.path is not None:
-            try:
-                self.path.mkdir(exist_ok=True)
-            except OSError:
-                self.path = None
-                return
-            _write(self.path / "tasks", str(threading.get_native_id()))
-
-    def leave(self) -> None:
-        if self.path is not None:
-            _write(self.home / "tasks", str(threading.get_native_id()))
-
-    def remove(self) -> None:
-        if self.path is not None:
-            try:
-                os.rmdir(self.path)
-            except OSError:
-                pass
-
-
-def _cpu_slice() -> Optional[CpuSlice]:
-    for point, fstype, opts in _mounts():
-        if fstype == "cgroup" and "cpu" in opts.split(",") and os.access(point, os.W_OK):
-            own = _own_cgroup(False, "cpu")
-            base = Path(point) / SUBTREE
-            try:
-                base.mkdir(exist_ok=True)
-            except OSError:
-                return None
-            return CpuSlice(base, Path(point + (own if own and own != "/" else "")))
-    return None
-
-
 class Fence:
     """A cgroup hierarchy we may make cells in (``kind``), or none (``NoFence``)."""
 
     kind = "none"
 
-    def __init__(self, root: Optional[Path] = None, home: Optional[Path] = None,
-                 cpu: Optional[CpuSlice] = None):
+    def __init__(self, root: Optional[Path] = None, home: Optional[Path] = None):
         self.root = root  # where this host's cells go: ROOT/hostconsole/HOST_ID
         self.home = home  # the cgroup the watchdog lives in (v2) or its threads (v1)
-        self.cpu = cpu  # the host's CPU slice, where there is one
         self._lock = threading.Lock()
 
     def describe(self) -> str:
@@ -194,7 +138,7 @@ class Fence:
     def for_host(self, host_id: str) -> "Fence":
         if self.root is None:
             return self
-        return type(self)(self.root / host_id, self.home, self.cpu.for_host(host_id) if self.cpu else None)
+        return type(self)(self.root / host_id, self.home)
 
     def cell(self, name: str, run: int) -> Optional[Cell]:
         if self.root is None:
@@ -215,17 +159,12 @@ class Fence:
         return Cell(self, p)
 
     def enter(self, cell: Cell) -> None:
-        """Put the spawning thread (v1) or process (v2) into ``cell`` (and the spawning
-        thread into the host's CPU slice) for a spawn."""
-        if self.cpu is not None:
-            self.cpu.enter()
+        """Put the spawning thread (v1) or process (v2) into ``cell`` for a spawn."""
         self._enter(cell)
 
     def leave(self) -> None:
         """Back home after the spawn."""
         self._leave()
-        if self.cpu is not None:
-            self.cpu.leave()
 
     def _enter(self, cell: Cell) -> None:
         pass
@@ -252,8 +191,6 @@ class Fence:
             os.rmdir(self.root)
         except OSError:
             pass
-        if self.cpu is not None:
-            self.cpu.remove()
 
     def _freeze(self, cell: Cell, on: bool) -> bool:
         return False
@@ -410,7 +347,7 @@ def detect(prefer: Optional[str] = None) -> Fence:
                 base = Path(point) / SUBTREE
                 if os.access(point, os.W_OK) and (base.is_dir() or _usable(Path(point))):
                     base.mkdir(exist_ok=True)
-                    return CgroupV1(base, home, _cpu_slice())
+                    return CgroupV1(base, home)
     if want in ("auto", "cgroup2"):
         for point, fstype, _ in mounts:
             if fstype == "cgroup2":
@@ -427,5 +364,5 @@ def detect(prefer: Optional[str] = None) -> Fence:
                             base.mkdir(exist_ok=True)
                         except OSError:
                             continue
-                        return CgroupV2(base, home, _cpu_slice() if os.geteuid() == 0 else None)
+                        return CgroupV2(base, home)
     return Fence()

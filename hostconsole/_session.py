@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from . import _proc, _statedir, registry
+from . import _fence, _proc, _statedir, registry
 from . import _logfiles
 from ._logfiles import log_name
 from ._proc import ProcId
@@ -115,6 +115,8 @@ class Session(WatchdogListener):
         this owner's previous logs."""
         self.publisher.close()
         self.watchdog.close()
+        # (the watchdog removes its host's empty cells as it exits; one that died did not)
+        _fence.remove_host_cells(self.watchdog.fence, self.host_id)
         _logfiles.keep_previous(self.host_dir, self.state_dir, self.log_key)
         _statedir.remove_tree(self.host_dir)
 
