@@ -139,12 +139,15 @@ class _WidgetUI:
             keep = self.pick.value if self.pick.value in names else (names[0] if names else None)
             self.pick.options = names
             self.pick.value = keep
+            shown = "" if names else "none"  # (nothing to pick: no picker, no empty pane)
+            self.pick.layout.display = self.logs.layout.display = shown
         if self.pick.value:
             try:
                 text = self.host.logs(self.pick.value, LOG_LINES)
             except Exception as e:  # (gone meanwhile)
                 text = str(e)
-            self.logs.value = f"<pre style='max-height:16em;overflow:auto'>{html.escape(text)}</pre>"
+            self.logs.value = (f"<pre style='max-height:16em;overflow:auto'>{html.escape(text)}</pre>" if text
+                               else f"<p><em>{html.escape(self.pick.value)} has written no output yet</em></p>")
 
     def _row(self, name: str) -> Any:
         w = self.w

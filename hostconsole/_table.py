@@ -20,6 +20,9 @@ STATE_COLOURS = {
     "gone": "#57606a",
 }
 
+# (inline: a widget's HTML box has none of the notebook's table styles)
+_CELL = "text-align:left;padding:4px 12px 4px 0;white-space:nowrap"
+
 
 def _blank(v):
     return "-" if v is None or v == [] else str(v)
@@ -101,7 +104,7 @@ class Table:
         if not self.records:
             return f"<p><em>{html.escape(self.empty)}</em></p>"
         columns = self.shown_columns()
-        head = "".join(f"<th style='text-align:left'>{html.escape(h)}</th>" for _, h, _ in columns)
+        head = "".join(f"<th style='{_CELL}'>{html.escape(h)}</th>" for _, h, _ in columns)
         body = []
         for rec, cells in zip(self.records, self._rows()):
             tds = []
@@ -110,7 +113,7 @@ class Table:
                 if key == self.state_key:
                     colour = STATE_COLOURS.get(str(rec.get(key)), "inherit")
                     text = f"<span style='color:{colour};font-weight:bold'>&#9679; {text}</span>"
-                tds.append(f"<td style='text-align:left'>{text}</td>")
+                tds.append(f"<td style='{_CELL}'>{text}</td>")
             body.append("<tr>" + "".join(tds) + "</tr>")
         return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
