@@ -66,7 +66,11 @@ class LiveView:
         if self.widgets:
             self._ui = _WidgetUI(self.host)
             self._ui.update(table)
-            display(self._ui.box)
+            # The widget, and the table as HTML for whatever cannot show widgets (a notebook
+            # saved and viewed elsewhere sees the table as it was when the view was shown).
+            bundle = dict(self._ui.box._repr_mimebundle_() or {})
+            bundle.update(_html_bundle(table))
+            display(bundle, raw=True)
         else:
             self._handle = display(_html_bundle(table), raw=True, display_id=True)
         threading.Thread(target=self._run, name="hostconsole-watch", daemon=True).start()
