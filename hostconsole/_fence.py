@@ -34,7 +34,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from . import _proc
 
@@ -212,6 +212,24 @@ def _write(path: Path, text: str) -> None:
         os.close(fd)
 
 
+def _set_and_wait(path: Path, value: Optional[str], done: Optional[Callable[[str], bool]]) -> bool:
+    """Write ``value`` to ``path`` (if any), then poll ``path`` until ``done`` says so (a
+    freeze: the kernel stops the tasks one by one), at most FREEZE_TIMEOUT."""
+    try:
+        if value is not None:
+            _write(path, value)
+        if done is None:
+            return True
+        deadline = time.monotonic() + FREEZE_TIMEOUT
+        while not done(path.read_text()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.001)  # (a poll of a state the kernel is reaching; bounded above)
+        return True
+    except OSError:
+        return False
+
+
 class CgroupV1(Fence):
     kind = "cgroup1"
 
@@ -223,22 +241,8 @@ class CgroupV1(Fence):
             _write(self.home / "tasks", str(threading.get_native_id()))
 
     def _freeze(self, cell: Cell, on: bool) -> bool:
-        try:
-            _write(cell.path / "freezer.state", "FROZEN" if on else "THAWED")
-        except OSError:
-            return False
-        if not on:
-            return True
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                state = (cell.path / "freezer.state").read_text().strip()
-            except OSError:
-                return False
-            if state == "FROZEN":
-                return True
-            time.sleep(0.001)  # (FREEZING: tasks are being stopped; a poll, bounded above)
-        return False
+        return _set_and_wait(cell.path / "freezer.state", "FROZEN" if on else "THAWED",
+                             (lambda text: text.strip() == "FROZEN") if on else None)
 
     def _kill(self, cell: Cell) -> None:
         frozen = cell.freeze()
@@ -258,22 +262,9 @@ class CgroupV2(Fence):
             _write(self.home / "cgroup.procs", str(os.getpid()))
 
     def _freeze(self, cell: Cell, on: bool) -> bool:
-        try:
-            _write(cell.path / "cgroup.freeze", "1" if on else "0")
-        except OSError:
+        if not _set_and_wait(cell.path / "cgroup.freeze", "1" if on else "0", None):
             return False
-        if not on:
-            return True
-        deadline = time.monotonic() + FREEZE_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                events = (cell.path / "cgroup.events").read_text()
-            except OSError:
-                return False
-            if "frozen 1" in events:
-                return True
-            time.sleep(0.001)  # (a poll while the kernel stops them, bounded above)
-        return False
+        return not on or _set_and_wait(cell.path / "cgroup.events", None, lambda text: "frozen 1" in text)
 
     def _kill(self, cell: Cell) -> None:
         try:

@@ -81,17 +81,19 @@ def _check(path: Path, what: str) -> None:
         raise HostError(f"{what} {path} is not writable")
 
 
-def read_regular(path: "os.PathLike[str] | str", limit: int) -> bytes:
+def read_regular(path: "os.PathLike[str] | str", limit: int, follow: bool = True) -> bytes:
     """The bytes of a regular file (a FIFO, a device, a directory is refused at once: none
-    may block a reader or feed it for ever).  Raises OSError; ValueError for what is not a
-    regular file or is larger than ``limit``."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    may block a reader or feed it for ever; with ``follow=False``, a symbolic link too).
+    Raises OSError; ValueError for what is not a regular file or is larger than ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise ValueError("a directory, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise ValueError("not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"larger than {limit} bytes")
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, 1 << 16)

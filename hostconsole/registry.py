@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import _proc
+from ._statedir import read_regular
 from ._proc import ProcId
 from .errors import InvalidSpec
 from .spec import DEFAULT_STOP_TIMEOUT, ProviderSpec
@@ -66,32 +67,13 @@ def read_json(path: Path, limit: int = MAX_ENTRY_BYTES) -> Any:
     (with the reason) for anything but a readable, well-formed file; ``FileNotFoundError``
     if there is none."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+        data = read_regular(path, limit, follow=False)
     except FileNotFoundError:
         raise
     except OSError as e:
         raise ValueError(e.strerror or str(e)) from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError("not a regular file")
-        if st.st_size > limit:
-            raise ValueError(f"larger than {limit} bytes")
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise ValueError(f"larger than {limit} bytes")
-    except OSError as e:
-        raise ValueError(e.strerror or str(e)) from None
-    finally:
-        os.close(fd)
-    try:
-        return json.loads(b"".join(chunks))
+        return json.loads(data)
     except RecursionError:
         raise ValueError("nested too deeply") from None
     except (UnicodeDecodeError, ValueError) as e:

@@ -73,7 +73,7 @@ def test_read_json_refuses_a_fifo_without_blocking(tmp_path):
 
 
 def test_read_json_refuses_a_directory(tmp_path):
-    with pytest.raises(ValueError, match="not a regular file"):
+    with pytest.raises(ValueError, match="not a file"):
         read_json(tmp_path)
 
 
