@@ -20,7 +20,7 @@ from ._observe import Member, members_from_wire, ps_record, scan_marked, tree_fi
 from ._stop import Finder, Target
 from ._table import PsTable, StopReport
 from ._watchdog_control import ask as ask_socket
-from .errors import HostError
+from .errors import HostError, shown
 from .spec import check_name
 from .state import State
 
@@ -100,7 +100,7 @@ def ask(state_dir: Path, host_id: str, request: dict, timeout: float = 150.0) ->
     check_name(host_id, "host id")
     rec = registry.read(Path(state_dir) / "hosts" / host_id)
     if rec is None:
-        raise HostError(f"no host {host_id!r} in {state_dir}")
+        raise HostError(f"no host {shown(host_id)} in {state_dir}")
     if not rec.alive:
         raise HostError(f"host {host_id} is not alive (its owner exited); `hostconsole reap` stops its leftovers")
     try:
@@ -186,15 +186,15 @@ def cmd_logs(args) -> int:
                             f"no previous logs in {state_dir}")
         path = _logfiles.find_previous(state_dir, key, args.name)
         if path is None:
-            raise HostError(f"no previous logs of {args.name!r} for {key} in {state_dir}")
+            raise HostError(f"no previous logs of {shown(args.name)} for {key} in {state_dir}")
     else:
         found = [r for r in registry.read_all(state_dir) if r.alive and args.name in r.providers
                  and (args.host is None or r.host_id == args.host)]
         if not found:
-            raise HostError(f"no live host in {state_dir} has a provider {args.name!r}"
+            raise HostError(f"no live host in {state_dir} has a provider {shown(args.name)}"
                             + (f" (host {args.host})" if args.host else ""))
         if len(found) > 1:
-            raise HostError(f"{len(found)} hosts have a provider {args.name!r}: choose one with --host "
+            raise HostError(f"{len(found)} hosts have a provider {shown(args.name)}: choose one with --host "
                             f"({', '.join(r.host_id for r in found)})")
         path = str(found[0].dir / "logs" / _logfiles.log_name(args.name))
     sys.stdout.write(_logfiles.tail(path, args.n))

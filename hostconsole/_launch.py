@@ -33,7 +33,7 @@ from . import _logfiles, _proc, _ready
 from ._proc import ProcId
 from ._session import Session
 from ._watchdog_client import start_thread
-from .errors import ExecutableNotFound, PortInUse, ProviderFailed
+from .errors import ExecutableNotFound, PortInUse, ProviderFailed, shown
 from .provider import Provider, ProviderTable
 from .state import ACTIVE, State
 
@@ -66,7 +66,7 @@ class Launcher:
         if not wait:
             if not start_thread(self._in_background, prov, name=f"hostconsole-start-{prov.name}"):
                 self._give_back(prov, old)
-                raise ProviderFailed(f"cannot start {prov.name!r}: no thread to start it in the background "
+                raise ProviderFailed(f"cannot start {shown(prov.name)}: no thread to start it in the background "
                                      f"(process limit?)")
             return
         try:
@@ -128,7 +128,7 @@ class Launcher:
                     failed = dep.state == State.FAILED or dep.fail_reason is not None
                     why = dep.fail_reason or dep.error or (f"exit {dep.signal or dep.exit_code}" if failed or
                                                            dep.state == State.EXITED else dep.state.value)
-                    raise ProviderFailed(f"cannot start {prov.name!r}: its dependency {r!r} is "
+                    raise ProviderFailed(f"cannot start {shown(prov.name)}: its dependency {shown(r)} is "
                                          f"{'failed' if failed else dep.state.value} ({why})")
                 out.append(r)
             return out
@@ -137,13 +137,14 @@ class Launcher:
         with self.table.lock:
             while True:
                 if prov.state != State.STARTING:
-                    raise ProviderFailed(f"provider {prov.name!r} was stopped before it started")
+                    raise ProviderFailed(f"provider {shown(prov.name)} was stopped before it started")
                 waiting = waiting_for()
                 if not waiting:
                     return
                 left = t0 + timeout - time.monotonic()
                 if left <= 0:
-                    raise ProviderFailed(f"cannot start {prov.name!r}: dependencies {', '.join(waiting)} not ready "
+                    raise ProviderFailed(f"cannot start {shown(prov.name)}: dependencies {', '.join(waiting)} "
+                                         f"not ready "
                                          f"after {timeout:g}s")
                 self.table.changed.wait(min(left, PROGRESS_INTERVAL))
                 if progress is not None:
@@ -155,7 +156,7 @@ class Launcher:
             with self.table.lock:
                 session = self._session()
                 if prov.state not in (State.STARTING, State.RESTARTING) or session.closing:
-                    raise ProviderFailed(f"provider {prov.name!r} was stopped before it started")
+                    raise ProviderFailed(f"provider {shown(prov.name)} was stopped before it started")
             self._spawn(prov, session)
         self._watch(prov)
 
@@ -206,15 +207,15 @@ class Launcher:
         try:
             exe = prov.spec.executable()
         except ExecutableNotFound as e:
-            raise ExecutableNotFound(f"cannot execute {prov.argv[0]!r}: {e}") from None
+            raise ExecutableNotFound(f"cannot execute {shown(prov.argv[0])}: {e}") from None
         reply = session.request("spawn", on_reply=started, spec=prov.spec.to_wire(), markers=session.markers(prov.name),
                                 log=log, log_max=session.log_max_bytes, run=run, exe=exe)
         err = reply.get("error")
         if err:
             text = err.get("message") or err.get("type")
             if err.get("type") in ("FileNotFoundError", "PermissionError", "NotADirectoryError"):
-                raise ExecutableNotFound(f"cannot execute {prov.argv[0]!r}: {text}")
-            raise ProviderFailed(f"cannot start {prov.name!r}: {text}")
+                raise ExecutableNotFound(f"cannot execute {shown(prov.argv[0])}: {text}")
+            raise ProviderFailed(f"cannot start {shown(prov.name)}: {text}")
 
     def _monitor_ready(self, prov: Provider, inc: int) -> None:
         """Probe one incarnation until it is ready, ends, or runs out of time.
@@ -265,21 +266,45 @@ class Launcher:
         self._stop([prov])
 
     def await_ready(self, prov: Provider, progress: Progress) -> None:
-        """Wait (bounded by the ready timeout, plus the stop it may cause) until ``prov`` is
-        ready; raise ProviderFailed with this run's last output if it fails instead."""
+        """Wait until ``prov`` is ready; raise ProviderFailed with this run's last output if
+        it fails instead.  Its restart policy may restart it meanwhile, but only within its
+        ready timeout: past it, it is stopped (FAILED, nothing left restarting) and the
+        caller told -- a wait bounded by the ready timeout plus the stop."""
         if not prov.oneshot and prov.ready_spec.kind == "none":
             return  # ready the moment it was spawned, whatever it has done since
         t0 = time.monotonic()
         what = "exit 0" if prov.oneshot else prov.ready_spec.describe()
-        limit = prov.ready_timeout + prov.stop_timeout + 5.0
+        deadline = t0 + prov.ready_timeout
         with self.table.lock:
-            while not prov.ready and prov.active and time.monotonic() - t0 <= limit:
-                self.table.changed.wait(PROGRESS_INTERVAL)
+            while not prov.ready and prov.active:
+                left = deadline - time.monotonic()
+                if left <= 0 and prov.state in (State.STARTING, State.RESTARTING):
+                    break
+                # (after the deadline only a stop is under way: its own timeout bounds it)
+                self.table.changed.wait(min(PROGRESS_INTERVAL, left) if left > 0 else PROGRESS_INTERVAL)
                 if progress is not None and prov.active:
                     self._unlocked(progress, time.monotonic() - t0, what)
             if prov.ready:
                 return
+            late = prov.active and prov.state in (State.STARTING, State.RESTARTING)
+            restarts = prov.restarts
+        if late:
+            self._give_up(prov, f"not ready after {prov.ready_timeout:g}s: waited for {what}"
+                                + (f" through {restarts} restart(s)" if restarts else "") + "; it was stopped")
         raise ProviderFailed(self.failure(prov))
+
+    def _give_up(self, prov: Provider, reason: str) -> None:
+        """The caller's wait is over: whatever incarnation is starting or waiting to restart
+        is stopped, and the provider is FAILED with ``reason``."""
+        with self.table.lock:
+            if prov.state == State.RESTARTING:  # (no process: its scheduled respawn sees the state)
+                prov.error = reason
+                prov.next_restart = None
+                prov.move(State.FAILED)
+                self.table.notify()
+                return
+            inc = prov.incarnation
+        self._fail_start(prov, inc, reason)
 
     def failure(self, prov: Provider) -> str:
         """Why ``prov`` is not ready: one line, then this run's last output."""
@@ -296,7 +321,7 @@ class Launcher:
             else:
                 error = f"exited ({how}) before it became ready"
         tail = _logfiles.tail(path, 10, start=offset).rstrip() if path is not None else ""
-        return f"{prov.kind} {prov.name!r} {error}" + (f"; last output:\n{tail}" if tail else "; no output")
+        return f"{prov.kind} {shown(prov.name)} {error}" + (f"; last output:\n{tail}" if tail else "; no output")
 
     def _unlocked(self, fn: Callable[..., Any], *args: Any) -> None:
         """Call ``fn`` (user code: a progress display) without holding the table's lock,
@@ -416,19 +441,19 @@ class Launcher:
             return what + (" (exiting)" if exiting else ""), PORT_WAIT if exiting else 0.0
         session = self._session()
         if hid == session.host_id:
-            return f"provider {name!r} of this host, {what}", 0.0
+            return f"provider {shown(name)} of this host, {what}", 0.0
         st = _proc.stat(pid)
         holder = Marked(st.ident if st is not None else ProcId(pid, 0), _proc.owner_uid(pid), hid, name, owner_of(m),
                         m.get("HOSTCONSOLE_STATE_DIR"))
         judge = Judge({r.host_id: r for r in read_all(session.state_dir)}, [holder])
         life, owner = judge.life(hid), judge.owner(hid)
         if life is Life.ALIVE and owner is not None:
-            return f"provider {name!r} of live host {hid} (owner pid {owner.pid}), {what}", 0.0
+            return f"provider {shown(name)} of live host {hid} (owner pid {owner.pid}), {what}", 0.0
         wait = 0.0
         if life is Life.ENDING:  # its watchdog is stopping it: as long as its stop timeout, and then some
             rec = judge.records.get(hid)
             p = rec.providers.get(name or "") if rec is not None else None
             wait = max(PORT_WAIT, (p.stop_timeout if p is not None else 0.0) + 3.0)
-        return (f"a leftover of dead host {hid} (provider {name!r}), {what}: "
+        return (f"a leftover of dead host {hid} (provider {shown(name)}), {what}: "
                 f"run `%host reap` or hostconsole.reap() to stop it"), wait
 

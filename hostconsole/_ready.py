@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from . import _proc
-from .errors import InvalidSpec
+from .errors import InvalidSpec, shown
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::", ""}
 
@@ -115,7 +115,7 @@ class LogReady(ReadySpec):
         self.text, self.regex = text, regex
 
     def describe(self):
-        return f"a line of output matching {self.regex.pattern!r}"
+        return f"a line of output matching {shown(self.regex.pattern)}"
 
     def check(self, log_path, log_offset, deadline_left):
         return self.probe(log_path, log_offset)(deadline_left)
@@ -183,7 +183,7 @@ def parse(spec) -> ReadySpec:
     if isinstance(spec, ReadySpec):
         return spec
     if not isinstance(spec, str):
-        raise InvalidSpec(f"ready check must be a string such as 'port:8000', not {spec!r}")
+        raise InvalidSpec(f"ready check must be a string such as 'port:8000', not {shown(spec)}")
     text = spec.strip()
     kind, sep, arg = text.partition(":")
     kind = kind.lower()
@@ -192,37 +192,37 @@ def parse(spec) -> ReadySpec:
     if kind == "port" and sep:
         arg = arg.strip()
         if not (arg.isascii() and arg.isdigit()) or len(arg) > 5 or not 1 <= int(arg) <= 65535:
-            raise InvalidSpec(f"malformed ready check {spec!r}: port must be a number from 1 to 65535")
+            raise InvalidSpec(f"malformed ready check {shown(spec)}: port must be a number from 1 to 65535")
         return PortReady(text, int(arg))
     if kind in ("http", "https") and sep:
         try:
             u = urllib.parse.urlsplit(text)
             hostname = u.hostname
         except ValueError as e:
-            raise InvalidSpec(f"malformed ready check {spec!r}: {e}") from None
+            raise InvalidSpec(f"malformed ready check {shown(spec)}: {e}") from None
         if not hostname:
-            raise InvalidSpec(f"malformed ready check {spec!r}: the URL has no host")
+            raise InvalidSpec(f"malformed ready check {shown(spec)}: the URL has no host")
         try:
             port = u.port
         except ValueError:
-            raise InvalidSpec(f"malformed ready check {spec!r}: bad port in URL") from None
+            raise InvalidSpec(f"malformed ready check {shown(spec)}: bad port in URL") from None
         if port == 0:
-            raise InvalidSpec(f"malformed ready check {spec!r}: port must be a number from 1 to 65535")
+            raise InvalidSpec(f"malformed ready check {shown(spec)}: port must be a number from 1 to 65535")
         port = port or (443 if kind == "https" else 80)
         return HttpReady(text, text, port if hostname in LOCAL_HOSTS else None)
     if kind == "log" and sep:
         if not arg:
-            raise InvalidSpec(f"malformed ready check {spec!r}: log: needs a regular expression")
+            raise InvalidSpec(f"malformed ready check {shown(spec)}: log: needs a regular expression")
         try:
             return LogReady(text, re.compile(arg))
         except (re.error, OverflowError, ValueError, RecursionError) as e:
-            raise InvalidSpec(f"malformed ready check {spec!r}: bad regular expression ({e})") from None
+            raise InvalidSpec(f"malformed ready check {shown(spec)}: bad regular expression ({e})") from None
     if kind == "cmd" and sep:
         if not arg.strip():
-            raise InvalidSpec(f"malformed ready check {spec!r}: cmd: needs a shell command")
+            raise InvalidSpec(f"malformed ready check {shown(spec)}: cmd: needs a shell command")
         return CmdReady(text, arg)
     raise InvalidSpec(
-        f"malformed ready check {spec!r}: use port:N, http://HOST:PORT/PATH, log:REGEX, cmd:SHELL or none"
+        f"malformed ready check {shown(spec)}: use port:N, http://HOST:PORT/PATH, log:REGEX, cmd:SHELL or none"
     )
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .errors import HostError
+from .errors import HostError, plain, shown
 
 
 def default_state_dir() -> Path:
@@ -32,7 +32,7 @@ def _as_path(path: object, what: str) -> Path:
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     if not isinstance(path, str) or not path or "\0" in path:
-        raise HostError(f"{what} must be a path (a non-empty string without NUL bytes), not {path!r}")
+        raise HostError(f"{what} must be a path (a non-empty string without NUL bytes), not {shown(path)}")
     return Path(path).expanduser().absolute()
 
 
@@ -51,9 +51,9 @@ def private_dir(path: object, what: str = "state directory") -> Path:
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
-        raise HostError(f"{what} {path} exists and is not a directory") from None
+        raise HostError(f"{what} {plain(path)} exists and is not a directory") from None
     except OSError as e:
-        raise HostError(f"cannot create {what} {path}: {e.strerror}") from None
+        raise HostError(f"cannot create {what} {plain(path)}: {e.strerror}") from None
     _check(path, what)
     if stat.S_IMODE(os.lstat(path).st_mode) != 0o700:
         os.chmod(path, 0o700)
@@ -65,20 +65,20 @@ def _check(path: Path, what: str) -> None:
     try:
         st = os.lstat(path)
     except OSError as e:
-        raise HostError(f"cannot use {what} {path}: {e.strerror}") from None
+        raise HostError(f"cannot use {what} {plain(path)}: {e.strerror}") from None
     if stat.S_ISLNK(st.st_mode):
-        raise HostError(f"{what} {path} is a symbolic link; refusing to use it")
+        raise HostError(f"{what} {plain(path)} is a symbolic link; refusing to use it")
     if not stat.S_ISDIR(st.st_mode):
-        raise HostError(f"{what} {path} is not a directory")
+        raise HostError(f"{what} {plain(path)} is not a directory")
     if st.st_uid != os.getuid():
-        raise HostError(f"{what} {path} belongs to uid {st.st_uid}, not to you; refusing to use it")
+        raise HostError(f"{what} {plain(path)} belongs to uid {st.st_uid}, not to you; refusing to use it")
     if st.st_mode & 0o022:
         raise HostError(
-            f"{what} {path} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"{what} {plain(path)} is writable by others (mode {stat.S_IMODE(st.st_mode):o}); "
             f"refusing to use it (chmod 700 it, or choose another HOSTCONSOLE_STATE_DIR)"
         )
     if not os.access(path, os.W_OK | os.X_OK):
-        raise HostError(f"{what} {path} is not writable")
+        raise HostError(f"{what} {plain(path)} is not writable")
 
 
 def read_regular(path: "os.PathLike[str] | str", limit: int, follow: bool = True) -> bytes:

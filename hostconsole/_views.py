@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, Dict, Generator, List, Optional, Sequence
 
 from . import _logfiles, _observe, _statedir
 from ._table import PsTable
-from .errors import InvalidSpec, UnknownProvider
-from .spec import check_name
+from .errors import InvalidSpec, UnknownProvider, shown
+from .spec import check_name, check_names, check_poll
 from .state import State
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class HostViews:
 
         Without ``all``, providers stopped by the user or a purge are left out.
         """
+        names = None if names is None else check_names(names)
         with self._table.lock:
             records = [p.record() for p in self._providers.values() if (all or p.state != State.STOPPED)
                        and (names is None or p.name in names)]
@@ -62,7 +63,7 @@ class HostViews:
             found = _logfiles.find_previous(self.state_dir or _statedir.resolve(self._state_dir_arg), self.log_key,
                                             name, exclude=self.host_id)
             if found is None:
-                raise UnknownProvider(f"no previous logs of {name!r} (for {self.log_key}) in this state directory")
+                raise UnknownProvider(f"no previous logs of {shown(name)} (for {self.log_key}) in this state directory")
             return _logfiles.tail(found, n)
         with self._table.lock:
             path = self._table.get(name).log_path
@@ -76,6 +77,7 @@ class HostViews:
         with self._table.lock:
             self._table.get(name)
         check_lines(n)
+        poll = check_poll(poll)
 
         def path_of() -> Optional[Path]:
             with self._table.lock:
@@ -87,6 +89,7 @@ class HostViews:
     def logs_all(self, names: Sequence[str] = (), n: int = 10) -> List[Any]:
         """The last ``n`` lines of several providers (all, if none named), interleaved by
         the time they were written: ``[(time or None, name, line), ...]``."""
+        names = check_names(names)
         check_lines(n)
         return _logfiles.merged_tail({k: v for k, v in self._log_paths(names).items() if v is not None}, n)
 
@@ -94,11 +97,13 @@ class HostViews:
         """``logs_all``, then every new line of any of them as it comes: ``(name, line)``,
         for ever (stop iterating, or interrupt, to stop).  With no names, providers started
         later are followed too."""
+        names = check_names(names)
         check_lines(n)
         self._log_paths(names)  # (unknown names fail here, not at the first iteration)
         return _logfiles.follow_all(lambda: self._log_paths(names), n)
 
     def _log_paths(self, names: Sequence[str]) -> Dict[str, Optional[Path]]:
+        names = check_names(names)
         with self._table.lock:
             if names:
                 return {n: self._table.get(n).log_path for n in names}
@@ -127,4 +132,4 @@ class HostViews:
 
 def check_lines(n: object) -> None:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise InvalidSpec(f"number of lines must be a non-negative integer, not {n!r}")
+        raise InvalidSpec(f"number of lines must be a non-negative integer, not {shown(n)}")

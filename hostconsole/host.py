@@ -44,9 +44,10 @@ from ._stop import Deadline, Finder, Target, order_for_stop, stop_levels, user_u
 from ._table import StopReport
 from ._views import HostViews
 from ._watchdog_client import WatchdogLost
-from .errors import DuplicateProvider, HostError, InvalidSpec, PlatformNotSupported, UnknownDependency
+from .errors import DuplicateProvider, HostError, InvalidSpec, PlatformNotSupported, UnknownDependency, shown
 from .provider import Provider, ProviderTable
-from .spec import ProviderSpec, check_seconds, check_timeout
+from .spec import (OPTION_KEYS, ProviderSpec, check_callback, check_flag, check_names, check_seconds,
+                   check_timeout)
 from .state import ACTIVE, State
 
 if TYPE_CHECKING:
@@ -71,11 +72,11 @@ class Host(HostViews):
         for good.  ``log_max_bytes``: each provider's log is rotated (one old file kept)
         past this size, so a chatty provider cannot fill the disk."""
         if state_dir is not None and not isinstance(state_dir, (str, os.PathLike)):
-            raise InvalidSpec(f"state_dir must be a path, not {state_dir!r}")
+            raise InvalidSpec(f"state_dir must be a path, not {shown(state_dir)}")
         if isinstance(restart_limit, bool) or not isinstance(restart_limit, int) or restart_limit < 0:
-            raise InvalidSpec(f"restart limit must be a non-negative integer, not {restart_limit!r}")
+            raise InvalidSpec(f"restart limit must be a non-negative integer, not {shown(restart_limit)}")
         if isinstance(log_max_bytes, bool) or not isinstance(log_max_bytes, int) or log_max_bytes < 1024:
-            raise InvalidSpec(f"log_max_bytes must be an integer of at least 1024, not {log_max_bytes!r}")
+            raise InvalidSpec(f"log_max_bytes must be an integer of at least 1024, not {shown(log_max_bytes)}")
         self._policy = RestartPolicy(check_seconds("restart backoff", restart_backoff),
                                      check_seconds("restart backoff max", restart_backoff_max), restart_limit,
                                      check_seconds("restart window", restart_window))
@@ -177,6 +178,13 @@ class Host(HostViews):
         one is stopped, its dependents left alone, and this one started).  Bad input raises
         before anything starts, and disturbs nothing.
         """
+        check_flag("wait", wait)
+        check_flag("replace", replace)
+        check_callback("progress", progress)
+        unknown = sorted(set(options) - OPTION_KEYS - {"shell"})
+        if unknown:
+            raise InvalidSpec(f"unknown option {shown(unknown[0])}: run takes {', '.join(sorted(OPTION_KEYS))}, "
+                              f"shell, wait, replace and progress")
         shell = options.pop("shell", False)
         spec = ProviderSpec.build(name, command, shell=shell, **options)
         return self.run_spec(spec, wait=wait, replace=replace, progress=progress)
@@ -186,6 +194,9 @@ class Host(HostViews):
         """``run`` for a ready-made spec (what ``restart`` and stacks use)."""
         if not isinstance(spec, ProviderSpec):
             raise InvalidSpec(f"run_spec takes a ProviderSpec, not {type(spec).__name__}")
+        check_flag("wait", wait)
+        check_flag("replace", replace)
+        check_callback("progress", progress)
         self.start()
         for _ in range(100):  # (a few rounds at most: each one stops what is in the way)
             with self._lock:
@@ -199,12 +210,13 @@ class Host(HostViews):
                     if not replace and old._stopping is None and old.state != State.STOPPING:
                         what = " and ".join(spec.differences(old.spec)) or "spec"
                         raise DuplicateProvider(
-                            f"provider {spec.name!r} already exists ({old.state.value}) with a different {what}: "
+                            f"provider {shown(spec.name)} already exists ({old.state.value}) with a different {what}: "
                             f"stop it first, or replace it (--replace, replace=True)")
                 else:
                     for r in spec.requires:
                         if r not in self._providers:
-                            raise UnknownDependency(f"unknown dependency {r!r}: start it before {spec.name!r}")
+                            raise UnknownDependency(f"unknown dependency {shown(r)}: "
+                                                    f"start it before {shown(spec.name)}")
                     prov = Provider(self, spec, restarts=old.restarts if old is not None and restarts is None
                                     else restarts or 0)
                     self._providers[spec.name] = prov  # reserves the name while it starts
@@ -213,7 +225,7 @@ class Host(HostViews):
             assert old is not None
             self._stop([old])  # replaced (its dependents are left alone), or already stopping
         else:
-            raise HostError(f"provider {spec.name!r} keeps being started by someone else")
+            raise HostError(f"provider {shown(spec.name)} keeps being started by someone else")
         self._launcher.start(prov, old, wait=wait, progress=progress)
         return prov
 
@@ -228,17 +240,16 @@ class Host(HostViews):
         ``progress(name, seconds, waiting_for)`` is called about every 0.25 s while waiting."""
         from . import _up, stack
 
-        if isinstance(names, str):
-            names = [names]
-        return _up.up(self, stack.load(file), list(names), wait=wait, progress=progress)
+        names = check_names(names)
+        check_flag("wait", wait)
+        check_callback("progress", progress)
+        return _up.up(self, stack.load(file), names, wait=wait, progress=progress)
 
     def down(self, file: Union[str, "os.PathLike[str]", None] = None, names: Sequence[str] = ()) -> StopReport:
         """Stop a stack's providers (or ``names`` of it), dependents first."""
         from . import _up, stack
 
-        if isinstance(names, str):
-            names = [names]
-        return _up.down(self, stack.load(file), list(names))
+        return _up.down(self, stack.load(file), check_names(names))
 
     # --- looking -------------------------------------------------------------------------
 
@@ -250,7 +261,7 @@ class Host(HostViews):
         return self.provider(name)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._providers
+        return isinstance(name, str) and name in self._providers
 
     def _snapshot(self, session: Session) -> Optional[registry.HostRecord]:
         """The registry entry as of now (takes the lock; see ``_publish``)."""
@@ -276,7 +287,7 @@ class Host(HostViews):
             names = tuple(names[0])
         for n in names:
             if not isinstance(n, str):
-                raise InvalidSpec(f"provider names are strings, not {n!r}")
+                raise InvalidSpec(f"provider names are strings, not {shown(n)}")
         cap = check_timeout("timeout", timeout, allow_none=True)
         with self._lock:
             for n in names:
@@ -286,6 +297,7 @@ class Host(HostViews):
 
     def restart(self, name: str, progress: Progress = None) -> Provider:
         """Stop ``name`` (and its dependents), start it again, then bring its dependents back."""
+        check_callback("progress", progress)
         with self._lock:
             prov = self._table.get(name)
             closure = [self._providers[n] for n in self._table.dependents_closure([name])]
@@ -503,7 +515,7 @@ class Host(HostViews):
     def _on_control(self, request: Dict[str, Any]) -> Dict[str, Any]:
         """A request from outside (``hostconsole stop``), relayed by the watchdog."""
         if request.get("op") != "purge":
-            return {"ok": False, "error": f"unknown request {request.get('op')!r}"}
+            return {"ok": False, "error": f"unknown request {shown(request.get('op'))}"}
         report = self.purge(request.get("timeout"))
         return {"ok": True, "host": self.host_id, "report": report.records, "seconds": report.seconds}
 

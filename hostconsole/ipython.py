@@ -29,7 +29,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from . import host as _host
 from ._display import HostStatus, Progress, StackProgress, colour_wanted, in_kernel, print_lines
 from ._live import LiveView, watch_terminal
-from .errors import HostconsoleError
+from .errors import HostconsoleError, shown
 from .reap import reap
 from .spec import OPTIONS
 
@@ -91,14 +91,14 @@ def _seconds(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a number of seconds") from None
 
 
 def _lines(text: str) -> int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of lines") from None
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a whole number of lines") from None
 
 
 def _build_parsers() -> dict:
@@ -211,7 +211,7 @@ class HostMagics(Magics):
             return self._help(tokens[1:])
         sub, rest = tokens[0], tokens[1:]
         if sub not in _PARSERS:
-            raise UsageError(f"%host: unknown subcommand {sub!r}: use {', '.join(_PARSERS)} or help")
+            raise UsageError(f"%host: unknown subcommand {shown(sub)}: use {', '.join(_PARSERS)} or help")
         if cell is not None and sub != "run":
             raise UsageError(f"%%host {sub}: only run takes a cell body (%%host run NAME [OPTIONS])")
         if sub == "run":
@@ -226,7 +226,7 @@ class HostMagics(Magics):
         elif len(rest) == 1 and rest[0] in _PARSERS:
             _PARSERS[rest[0]].print_help()
         else:
-            raise UsageError(f"%host help: no subcommand {' '.join(rest)!r}: use {', '.join(_PARSERS)}")
+            raise UsageError(f"%host help: no subcommand {shown(' '.join(rest))}: use {', '.join(_PARSERS)}")
 
     # --- subcommands ---------------------------------------------------------------------
 
@@ -249,8 +249,8 @@ class HostMagics(Magics):
                 raise UsageError("%%host run: missing command: the cell body (a bash script) is empty")
             command = cell
         elif extra and dashdash:
-            raise UsageError(f"%host run: a provider name is one word, but {' '.join([args.name, *extra])!r} "
-                             f"came before '--' (use a name such as {'-'.join([args.name, *extra])!r})")
+            raise UsageError(f"%host run: a provider name is one word, but {shown(' '.join([args.name, *extra]))} "
+                             f"came before '--' (use a name such as {shown('-'.join([args.name, *extra]))})")
         elif extra:
             raise UsageError(f"%host run: missing '--' before the command: %host run {args.name} [OPTIONS] -- "
                              f"{' '.join(shlex.quote(x) for x in extra)}")

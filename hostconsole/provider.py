@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional,
 
 from . import _ready
 from ._proc import ProcId
-from .errors import UnknownProvider
+from .errors import InvalidSpec, UnknownProvider, shown
 from .registry import ProviderRecord
 from .spec import ProviderSpec
 from .state import ACTIVE, State, check_move
@@ -182,7 +182,7 @@ class Provider:
             parts.append(f"up {self.uptime or 0.0:.1f}s")
         if self.state in (State.EXITED, State.FAILED, State.STOPPED) and (self.exit_code is not None or self.signal):
             parts.append(f"exit {self.signal or self.exit_code}")
-        return f"<{self.kind.capitalize()} {self.name!r}: {', '.join(parts)}>"
+        return f"<{self.kind.capitalize()} {shown(self.name)}: {', '.join(parts)}>"
 
 
 class ProviderTable:
@@ -200,9 +200,11 @@ class ProviderTable:
         self.on_change()
 
     def get(self, name: str) -> Provider:
+        if not isinstance(name, str):
+            raise InvalidSpec(f"a provider name is a string, not {shown(name)}")
         prov = self.providers.get(name)
         if prov is None:
-            raise UnknownProvider(f"no provider named {name!r}")
+            raise UnknownProvider(f"no provider named {shown(name)}")
         return prov
 
     def requires_map(self) -> Dict[str, Tuple[str, ...]]:

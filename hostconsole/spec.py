@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ready
-from .errors import ExecutableNotFound, InvalidSpec
+from .errors import ExecutableNotFound, InvalidSpec, plain, shown
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -81,7 +81,7 @@ DEFAULT_STOP_TIMEOUT = float(DEFAULTS["stop_timeout"])
 
 def check_name(name: object, what: str = "provider name") -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidSpec(f"invalid {what} {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
+        raise InvalidSpec(f"invalid {what} {shown(name)}: use 1-64 letters, digits, '.', '_' or '-', "
                           f"starting with a letter or digit")
     return name
 
@@ -103,18 +103,53 @@ def parse_signal(sig: object) -> int:
             s = "SIG" + s
         if s in signal.Signals.__members__:
             return int(signal.Signals[s])
-    raise InvalidSpec(f"unknown signal {sig!r}: use a name such as TERM, INT, HUP, QUIT or USR1")
+    raise InvalidSpec(f"unknown signal {shown(sig)}: use a name such as TERM, INT, HUP, QUIT or USR1")
 
 
 def check_seconds(what: str, value: object) -> float:
-    if isinstance(value, bool):
-        raise InvalidSpec(f"{what}: {value!r} is not a number of seconds")
+    if isinstance(value, (bool, bytes, bytearray)):  # (a number, or its text: "1.5" is what the magic has)
+        raise InvalidSpec(f"{what}: {shown(value)} is not a number of seconds")
     try:
         v = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
-        raise InvalidSpec(f"{what}: {value!r} is not a number of seconds") from None
+        raise InvalidSpec(f"{what}: {shown(value)} is not a number of seconds") from None
     if math.isnan(v) or math.isinf(v) or v < 0:
-        raise InvalidSpec(f"{what} must be a non-negative number of seconds, not {value!r}")
+        raise InvalidSpec(f"{what} must be a non-negative number of seconds, not {shown(value)}")
+    return v
+
+
+def check_flag(what: str, value: object) -> bool:
+    """A yes/no argument: True or False, nothing that merely looks like one (``"no"`` is true)."""
+    if not isinstance(value, bool):
+        raise InvalidSpec(f"{what} must be True or False, not {shown(value)}")
+    return value
+
+
+def check_callback(what: str, value: object) -> None:
+    if value is not None and not callable(value):
+        raise InvalidSpec(f"{what} must be a function (or None), not {shown(value)}")
+
+
+def check_names(value: object, what: str = "names") -> List[str]:
+    """A list of provider names: one name, or an iterable of them (None: none)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidSpec(f"{what} must be a provider name or a list of names, not {shown(value)}")
+    names = list(value)
+    for n in names:
+        if not isinstance(n, str):
+            raise InvalidSpec(f"provider names are strings, not {shown(n)}")
+    return names
+
+
+def check_poll(value: object) -> float:
+    """How long to wait between two looks: more than 0, at most a minute."""
+    v = check_seconds("poll", value)
+    if not 0 < v <= 60:
+        raise InvalidSpec(f"poll must be more than 0 and at most 60 seconds, not {shown(value)}")
     return v
 
 
@@ -128,7 +163,7 @@ def _path(value: object, what: str) -> str:
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str) or not value or "\0" in value:
-        raise InvalidSpec(f"{what} must be a path (a non-empty string), not {value!r}")
+        raise InvalidSpec(f"{what} must be a path (a non-empty string), not {shown(value)}")
     return value
 
 
@@ -139,7 +174,7 @@ def _check_env(env: object) -> Dict[str, str]:
         pairs: Dict[str, str] = {}
         for item in env:
             if not isinstance(item, str) or "=" not in item or item.startswith("="):
-                raise InvalidSpec(f"environment entries must be NAME=VALUE, not {item!r}")
+                raise InvalidSpec(f"environment entries must be NAME=VALUE, not {shown(item)}")
             k, _, v = item.partition("=")
             pairs[k] = v
         env = pairs
@@ -148,11 +183,11 @@ def _check_env(env: object) -> Dict[str, str]:
     out: Dict[str, str] = {}
     for k, v in env.items():
         if not isinstance(k, str) or not k or "=" in k or "\0" in k:
-            raise InvalidSpec(f"invalid environment variable name {k!r}")
+            raise InvalidSpec(f"invalid environment variable name {shown(k)}")
         if not isinstance(v, str) or "\0" in v:
-            raise InvalidSpec(f"environment variable {k} must be a string without NUL bytes")
+            raise InvalidSpec(f"environment variable {plain(k)} must be a string without NUL bytes")
         if k.startswith("HOSTCONSOLE_"):
-            raise InvalidSpec(f"{k} is set by the host; it cannot be overridden")
+            raise InvalidSpec(f"{plain(k)} is set by the host; it cannot be overridden")
         out[k] = v
     return out
 
@@ -169,19 +204,28 @@ def _check_requires(requires: object, name: str) -> Tuple[str, ...]:
             items.extend([x.strip() for x in r.split(",") if x.strip()] if isinstance(r, str) else [r])
     else:
         raise InvalidSpec(f"requires must be a provider name, a comma-separated string or a list of names, "
-                          f"not {requires!r}")
+                          f"not {shown(requires)}")
     out = []
     for r in items:
         check_name(r, "dependency name")
         assert isinstance(r, str)
         if r == name:
-            raise InvalidSpec(f"provider {name!r} cannot require itself")
+            raise InvalidSpec(f"provider {shown(name)} cannot require itself")
         if r not in out:
             out.append(r)
     return tuple(out)
 
 
+# The kernel's limit for one argument (MAX_ARG_STRLEN, with its NUL): a shell script is one
+# argument of bash's; a longer command line is refused before shlex spends seconds on it.
+MAX_COMMAND_BYTES = 131072 - 1
+
+
 def _split_command(command: object, shell: bool) -> List[str]:
+    if isinstance(command, str) and len(command) > MAX_COMMAND_BYTES // 4 and \
+            len(command.encode("utf-8", "surrogatepass")) > MAX_COMMAND_BYTES:
+        raise InvalidSpec(f"the command is longer than {MAX_COMMAND_BYTES} bytes, the most the kernel "
+                          f"takes in one argument")
     if shell:
         if not isinstance(command, str):
             raise InvalidSpec("with shell=True the command must be a string (a bash script)")
@@ -196,7 +240,7 @@ def _split_command(command: object, shell: bool) -> List[str]:
         try:
             argv = shlex.split(command)
         except ValueError as e:
-            raise InvalidSpec(f"cannot split command {command!r}: {e}") from None
+            raise InvalidSpec(f"cannot split command {shown(command)}: {e}") from None
     elif isinstance(command, (list, tuple)):
         argv = [os.fspath(a) if isinstance(a, os.PathLike) else a for a in command]
         if not all(isinstance(a, str) and "\0" not in a for a in argv):
@@ -212,9 +256,9 @@ def resolve_executable(argv0: str, cwd: str, path_var: Optional[str]) -> str:
     if os.sep in argv0:
         path = argv0 if os.path.isabs(argv0) else os.path.join(cwd, argv0)
         if not os.path.exists(path):
-            raise ExecutableNotFound(f"executable {argv0!r} does not exist")
+            raise ExecutableNotFound(f"executable {shown(argv0)} does not exist")
         if os.path.isdir(path) or not os.access(path, os.X_OK):
-            raise ExecutableNotFound(f"{argv0!r} is not an executable file")
+            raise ExecutableNotFound(f"{shown(argv0)} is not an executable file")
         return path
     path_var = path_var if path_var is not None else os.defpath
     key = (argv0, path_var)
@@ -222,7 +266,7 @@ def resolve_executable(argv0: str, cwd: str, path_var: Optional[str]) -> str:
     if found is None or not os.access(found, os.X_OK):  # (a hit is checked again: one syscall)
         found = shutil.which(argv0, path=path_var)
         if found is None:
-            raise ExecutableNotFound(f"executable {argv0!r} not found on PATH")
+            raise ExecutableNotFound(f"executable {shown(argv0)} not found on PATH")
         if len(_which_cache) > 256:
             _which_cache.clear()
         _which_cache[key] = found
@@ -246,15 +290,15 @@ def parse_env_file(path: str) -> Dict[str, str]:
     try:
         raw = read_regular(path, ENV_FILE_MAX)
     except FileNotFoundError:
-        raise InvalidSpec(f"env file {path} does not exist") from None
+        raise InvalidSpec(f"env file {plain(path)} does not exist") from None
     except OSError as e:
-        raise InvalidSpec(f"cannot read env file {path}: {e.strerror or e}") from None
+        raise InvalidSpec(f"cannot read env file {plain(path)}: {e.strerror or e}") from None
     except ValueError as e:
-        raise InvalidSpec(f"cannot read env file {path}: {e}") from None
+        raise InvalidSpec(f"cannot read env file {plain(path)}: {e}") from None
     try:
         text = raw.decode("utf-8-sig")  # (a byte-order mark, as some editors write one, is not a name)
     except UnicodeDecodeError as e:
-        raise InvalidSpec(f"env file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise InvalidSpec(f"env file {plain(path)} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     out: Dict[str, str] = {}
     # Lines end at \n (and \r\n) only, as dotenv reads them: a form feed or a Unicode line
     # separator inside a value is part of the value.
@@ -268,16 +312,16 @@ def parse_env_file(path: str) -> Dict[str, str]:
         key, sep, value = s.partition("=")
         key = key.strip()
         if not sep or not ENV_NAME_RE.match(key):
-            raise InvalidSpec(f"env file {path} line {n}: expected NAME=VALUE, not {line.strip()[:60]!r}")
+            raise InvalidSpec(f"env file {plain(path)} line {n}: expected NAME=VALUE, not {shown(line.strip()[:60])}")
         value = value.strip()
         if value[:1] in ("'", '"'):
             q = value[0]
             end = _closing_quote(value, q)
             if end < 0:
-                raise InvalidSpec(f"env file {path} line {n}: unterminated {q}quote{q}")
+                raise InvalidSpec(f"env file {plain(path)} line {n}: unterminated {q}quote{q}")
             rest = value[end + 1:].strip()
             if rest and not rest.startswith("#"):
-                raise InvalidSpec(f"env file {path} line {n}: unexpected text after the closing quote")
+                raise InvalidSpec(f"env file {plain(path)} line {n}: unexpected text after the closing quote")
             body = value[1:end]
             if q == '"':
                 body = re.sub(r"\\(.)", lambda m: _DQ_ESCAPES.get(m.group(1), "\\" + m.group(1)), body)
@@ -285,9 +329,9 @@ def parse_env_file(path: str) -> Dict[str, str]:
         else:
             value = re.split(r"\s+#", value, maxsplit=1)[0].rstrip()
         if "\0" in value:
-            raise InvalidSpec(f"env file {path} line {n}: NUL byte in the value of {key}")
+            raise InvalidSpec(f"env file {plain(path)} line {n}: NUL byte in the value of {key}")
         if key.startswith("HOSTCONSOLE_"):
-            raise InvalidSpec(f"env file {path} line {n}: {key} is set by the host; it cannot be overridden")
+            raise InvalidSpec(f"env file {plain(path)} line {n}: {key} is set by the host; it cannot be overridden")
         out[key] = value
     return out
 
@@ -338,18 +382,18 @@ class ProviderSpec:
         """
         unknown = sorted(set(options) - OPTION_KEYS)
         if unknown:
-            raise InvalidSpec(f"unknown option {unknown[0]!r}: use {', '.join(o.key for o in OPTIONS)}")
+            raise InvalidSpec(f"unknown option {shown(unknown[0])}: use {', '.join(o.key for o in OPTIONS)}")
         o = {**DEFAULTS, **{k: v for k, v in options.items()}}
         name = check_name(name)
         if not isinstance(shell, bool):
-            raise InvalidSpec(f"shell must be True or False, not {shell!r}")
+            raise InvalidSpec(f"shell must be True or False, not {shown(shell)}")
         if not isinstance(o["oneshot"], bool):
-            raise InvalidSpec(f"oneshot must be True or False, not {o['oneshot']!r}")
+            raise InvalidSpec(f"oneshot must be True or False, not {shown(o['oneshot'])}")
         base = os.path.abspath(_path(base_dir, "base directory")) if base_dir is not None else os.getcwd()
         cwd = base if o["cwd"] is None else os.path.normpath(os.path.join(base, os.path.expanduser(
             _path(o["cwd"], "cwd"))))
         if not os.path.isdir(cwd):
-            raise InvalidSpec(f"working directory {cwd!r} does not exist")
+            raise InvalidSpec(f"working directory {shown(cwd)} does not exist")
         env: Dict[str, str] = {}
         env_file = None
         if o["env_file"] is not None:
@@ -363,7 +407,7 @@ class ProviderSpec:
         ready = _ready.parse(o["ready"])
         restart = o["restart"]
         if restart not in RESTART_POLICIES:
-            raise InvalidSpec(f"unknown restart policy {restart!r}: use no, on-failure or always")
+            raise InvalidSpec(f"unknown restart policy {shown(restart)}: use no, on-failure or always")
         if o["oneshot"] and restart == "always":
             raise InvalidSpec("a oneshot runs to completion, so restart 'always' would run it for ever: "
                               "use on-failure (retry until it exits 0) or drop oneshot")
@@ -447,7 +491,7 @@ class ProviderSpec:
                 raise InvalidSpec("shell and oneshot must be booleans")
             restart = d.get("restart", "no")
             if restart not in RESTART_POLICIES:
-                raise InvalidSpec(f"unknown restart policy {restart!r}")
+                raise InvalidSpec(f"unknown restart policy {shown(restart)}")
             if oneshot and restart == "always":
                 raise InvalidSpec("a oneshot cannot restart 'always'")
             return cls(
@@ -460,7 +504,7 @@ class ProviderSpec:
                 restart=restart, oneshot=oneshot,
             )
         except KeyError as e:
-            raise InvalidSpec(f"a provider spec needs {e.args[0]!r}") from None
+            raise InvalidSpec(f"a provider spec needs {shown(e.args[0])}") from None
 
 
 CommandLike = Union[str, Sequence[str]]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._statedir import read_regular
-from .errors import InvalidSpec
+from .errors import InvalidSpec, plain, shown
 from .spec import NAME_RE, STACK_KEYS, ProviderSpec
 
 FILES = ("hostconsole.toml", "process-compose.yaml", "process-compose.yml", "Procfile")
@@ -45,7 +45,8 @@ class Stack:
             return list(self.specs)
         for n in names:
             if n not in self.specs:
-                raise StackError(f"{self.path}: no provider {n!r} in this stack (it has {', '.join(self.specs)})")
+                raise StackError(f"{plain(self.path)}: no provider {shown(n)} in this stack "
+                                 f"(it has {', '.join(self.specs)})")
         want = set()
         todo = list(names)
         while todo:
@@ -81,26 +82,29 @@ def find(directory: Union[str, "os.PathLike[str]", None] = None) -> Path:
     for name in FILES:
         if (base / name).is_file():
             return base / name
-    raise StackError(f"no stack file in {base}: looked for {', '.join(FILES)}")
+    raise StackError(f"no stack file in {plain(base)}: looked for {', '.join(FILES)}")
 
 
 def load(path: Union[str, "os.PathLike[str]", None] = None) -> Stack:
     """Read and check a stack file (see the module's docstring)."""
     if path is not None and not isinstance(path, (str, os.PathLike)):
-        raise StackError(f"a stack file is a path, not {path!r}")
-    p = find() if path is None else Path(path)
+        raise StackError(f"a stack file is a path, not {shown(path)}")
+    try:
+        p = find() if path is None else Path(path)
+    except TypeError:  # (an os.PathLike of bytes)
+        raise StackError(f"a stack file is a path (a string), not {shown(path)}") from None
     if p.is_dir():
         p = find(p)
     try:
         text = read_regular(p, MAX_BYTES).decode("utf-8")
     except FileNotFoundError:
-        raise StackError(f"{p}: no such file") from None
+        raise StackError(f"{plain(p)}: no such file") from None
     except UnicodeDecodeError as e:
-        raise StackError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise StackError(f"{plain(p)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
-        raise StackError(f"{p}: cannot read it: {e.strerror or e}") from None
+        raise StackError(f"{plain(p)}: cannot read it: {e.strerror or e}") from None
     except ValueError as e:
-        raise StackError(f"{p}: cannot read it: {e}") from None
+        raise StackError(f"{plain(p)}: cannot read it: {e}") from None
     warnings: List[str] = []
     origins: Dict[str, Dict[str, str]] = {}  # what a key is called in the file, where not ours
     if p.name == "Procfile" or p.suffix == "" and p.name.lower().startswith("procfile"):
@@ -110,14 +114,15 @@ def load(path: Union[str, "os.PathLike[str]", None] = None) -> Stack:
     elif p.suffix == ".toml":
         raw = _toml(p, text)
     else:
-        raise StackError(f"{p}: not a stack file (hostconsole.toml, process-compose.yaml or Procfile)")
+        raise StackError(f"{plain(p)}: not a stack file (hostconsole.toml, process-compose.yaml or Procfile)")
     specs: Dict[str, ProviderSpec] = {}
     base = str(p.parent.resolve())
     for name, options in raw.items():
-        where = f"{p}: provider {name!r}"
+        where = f"{plain(p)}: provider {shown(name)}"
         line = _line_of(text, name)
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise StackError(f"{p}{_at(line)}: invalid provider name {name!r}: use 1-64 letters, digits, '.', '_' "
+            raise StackError(f"{plain(p)}{_at(line)}: invalid provider name {shown(name)}: "
+                             f"use 1-64 letters, digits, '.', '_' "
                              f"or '-', starting with a letter or digit")
         named = origins.get(name, {})
 
@@ -126,7 +131,7 @@ def load(path: Union[str, "os.PathLike[str]", None] = None) -> Stack:
 
         unknown = sorted(set(options) - STACK_KEYS)
         if unknown:
-            raise StackError(f"{where}{_at(_line_of(text, name, unknown[0]))}: unknown key {unknown[0]!r} "
+            raise StackError(f"{where}{_at(_line_of(text, name, unknown[0]))}: unknown key {shown(unknown[0])} "
                              f"(a provider takes {', '.join(sorted(STACK_KEYS))})")
         if "command" not in options:
             raise StackError(f"{where}{_at(line)}: key 'command' is missing")
@@ -140,16 +145,18 @@ def load(path: Union[str, "os.PathLike[str]", None] = None) -> Stack:
         except InvalidSpec as e:
             bad = _key_in(str(e), options)
             raise StackError(f"{where}{_at(_line_of(text, name, called(bad)) if bad else line)}"
-                             f"{f': key {called(bad)!r}' if bad else ''}: {e}") from None
+                             f"{f': key {shown(called(bad))}' if bad else ''}: {e}") from None
     for name, spec in specs.items():
         for r in spec.requires:
             if r not in specs:
                 key = origins.get(name, {}).get("requires", "requires")
-                raise StackError(f"{p}: provider {name!r}{_at(_line_of(text, name, key))}: key {key!r}: "
-                                 f"{r!r} is not a provider of this stack")
+                raise StackError(f"{plain(p)}: provider {shown(name)}{_at(_line_of(text, name, key))}: "
+                                 f"key {shown(key)}: "
+                                 f"{shown(r)} is not a provider of this stack")
     cycle = _cycle(specs)
     if cycle:
-        raise StackError(f"{p}: provider {cycle[0]!r}: key 'requires': a dependency cycle: {' -> '.join(cycle)}")
+        raise StackError(f"{plain(p)}: provider {shown(cycle[0])}: key 'requires': "
+                         f"a dependency cycle: {' -> '.join(cycle)}")
     return Stack(p, specs, warnings)
 
 
@@ -164,17 +171,20 @@ def _toml(path: Path, text: str) -> Dict[str, Dict[str, Any]]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise StackError(f"{path}: bad TOML: {e}") from None
+        raise StackError(f"{plain(path)}: bad TOML: {e}") from None
+    except (ValueError, RecursionError) as e:  # (the parser's own limits: a 5000-digit int, deep nesting)
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0]
+        raise StackError(f"{plain(path)}: bad TOML: {what}") from None
     extra = sorted(set(data) - {"providers"})
     if extra:
-        raise StackError(f"{path}{_at(_line_of(text, None, extra[0]))}: unknown key {extra[0]!r} "
+        raise StackError(f"{plain(path)}{_at(_line_of(text, None, extra[0]))}: unknown key {shown(extra[0])} "
                          f"(providers go in [providers.NAME] tables)")
     provs = data.get("providers")
     if not isinstance(provs, dict) or not provs:
-        raise StackError(f"{path}: no providers: describe each in a [providers.NAME] table")
+        raise StackError(f"{plain(path)}: no providers: describe each in a [providers.NAME] table")
     for name, options in provs.items():
         if not isinstance(options, dict):
-            raise StackError(f"{path}{_at(_line_of(text, name))}: provider {name!r} must be a table "
+            raise StackError(f"{plain(path)}{_at(_line_of(text, name))}: provider {shown(name)} must be a table "
                              f"([providers.{name}])")
     return provs
 
@@ -188,15 +198,16 @@ def _procfile(path: Path, text: str) -> Dict[str, Dict[str, Any]]:
         name, sep, command = s.partition(":")
         name = name.strip()
         if not sep or not command.strip():
-            raise StackError(f"{path}: line {n}: expected 'name: command', not {s[:60]!r}")
+            raise StackError(f"{plain(path)}: line {n}: expected 'name: command', not {shown(s[:60])}")
         if not NAME_RE.match(name):
-            raise StackError(f"{path}: line {n}: invalid provider name {name!r}: use 1-64 letters, digits, '.', "
+            raise StackError(f"{plain(path)}: line {n}: invalid provider name {shown(name)}: "
+                             f"use 1-64 letters, digits, '.', "
                              f"'_' or '-', starting with a letter or digit")
         if name in out:
-            raise StackError(f"{path}: line {n}: provider {name!r} is defined twice")
+            raise StackError(f"{plain(path)}: line {n}: provider {shown(name)} is defined twice")
         out[name] = {"command": command.strip(), "shell": True}  # (foreman runs each line with sh -c)
     if not out:
-        raise StackError(f"{path}: no providers: a Procfile has 'name: command' lines")
+        raise StackError(f"{plain(path)}: no providers: a Procfile has 'name: command' lines")
     return out
 
 
@@ -210,7 +221,7 @@ def _process_compose(path: Path, text: str) -> Tuple[Dict[str, Dict[str, Any]], 
     try:
         import yaml  # type: ignore[import-untyped,unused-ignore]
     except ModuleNotFoundError:
-        raise StackError(f"{path}: reading YAML needs PyYAML: pip install pyyaml "
+        raise StackError(f"{plain(path)}: reading YAML needs PyYAML: pip install pyyaml "
                          f"(or pip install 'hostconsole[yaml]')") from None
     try:
         data = yaml.safe_load(text)
@@ -218,16 +229,19 @@ def _process_compose(path: Path, text: str) -> Tuple[Dict[str, Dict[str, Any]], 
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise StackError(f"{path}: bad YAML{where}: {problem}") from None
+        raise StackError(f"{plain(path)}: bad YAML{where}: {problem}") from None
+    except (ValueError, RecursionError) as e:  # (a 5000-digit int, nesting deeper than Python recurses)
+        what = "nested too deeply" if isinstance(e, RecursionError) else str(e).splitlines()[0]
+        raise StackError(f"{plain(path)}: bad YAML: {what}") from None
     if not isinstance(data, dict) or not isinstance(data.get("processes"), dict) or not data["processes"]:
-        raise StackError(f"{path}: no processes: a process-compose file has a 'processes' mapping")
+        raise StackError(f"{plain(path)}: no processes: a process-compose file has a 'processes' mapping")
     ignored = [k for k in data if k not in ("processes", "version")]
     out: Dict[str, Dict[str, Any]] = {}
     origins: Dict[str, Dict[str, str]] = {}
     loose: List[str] = []  # depends_on conditions honoured more strictly than they say
     completed: List[str] = []  # required with process_completed_successfully: oneshots
     for name, p in data["processes"].items():
-        where = f"{path}: process {name!r}"
+        where = f"{plain(path)}: process {shown(name)}"
         if not isinstance(p, dict):
             raise StackError(f"{where}: must be a mapping")
         o: Dict[str, Any] = {}
@@ -287,7 +301,7 @@ def _process_compose(path: Path, text: str) -> Tuple[Dict[str, Dict[str, Any]], 
     said = ([f"not honoured: {', '.join(ignored)}"] if ignored else []) + (
         [f"depends_on process_started is honoured as process_healthy (a dependent starts once what it requires "
          f"is ready): {', '.join(loose)}"] if loose else [])
-    warnings = [f"{path}: {'; '.join(said)}"] if said else []  # (one line, whatever it has to say)
+    warnings = [f"{plain(path)}: {'; '.join(said)}"] if said else []  # (one line, whatever it has to say)
     return out, warnings, origins
 
 
@@ -308,7 +322,7 @@ def _check_type(where: str, called: str, key: str, value: Any) -> None:
         words = {"bool": "true or false", "str": "a string", "int": "a number", "float": "a number",
                  "list": "a list", "dict": "a table"}
         names = " or ".join(dict.fromkeys(words[t.__name__] for t in want))
-        raise StackError(f"{where}: key {called!r} must be {names}, not {value!r}")
+        raise StackError(f"{where}: key {shown(called)} must be {names}, not {shown(value)}")
 
 
 def _key_in(message: str, options: Mapping[str, Any]) -> Optional[str]:

@@ -453,3 +453,36 @@ def test_every_option_is_a_keyword_build_accepts(tmp_path):
 def test_each_option_has_a_flag_and_help():
     for o in OPTIONS:
         assert o.flag == "--" + o.key.replace("_", "-") and o.help and o.kind in ("value", "flag", "list")
+
+
+# --- messages that quote the user's value (found by tests/test_fuzz_inputs.py) -------------
+
+
+def _deep(n):
+    v = []
+    for _ in range(n):
+        v = [v]
+    return v
+
+
+@pytest.mark.parametrize("value", [10 ** 5000, -10 ** 5000, _deep(50000)], ids=["huge", "negative huge", "deep"])
+def test_a_value_whose_repr_fails_is_still_quoted_in_one_line(value):
+    from hostconsole.errors import shown
+
+    text = shown(value)
+    assert text and "\n" not in text and len(text) < 100
+    assert "invalid provider name" in refused(name=value)
+    assert "timeout" in refused(stop_timeout=value)
+
+
+def test_a_line_break_in_a_path_or_a_name_keeps_the_message_on_one_line(tmp_path):
+    assert "env file" in refused(env_file=str(tmp_path / "new\nline.env"))
+    assert "environment variable" in refused(env={"A\nB": 1})
+    assert "set by the host" in refused(env={"HOSTCONSOLE_\nX": "1"})
+
+
+def test_a_command_longer_than_one_kernel_argument_is_refused_before_it_is_split():
+    from hostconsole.spec import MAX_COMMAND_BYTES
+
+    assert "longer than" in refused(command="a" * (MAX_COMMAND_BYTES + 1))  # (shlex would take seconds)
+    assert "longer than" in refused(command="é" * (MAX_COMMAND_BYTES // 2 + 1), shell=True)
