@@ -7,6 +7,7 @@ process is killed by pid (identity-checked) and the run fails.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -101,3 +102,46 @@ def postgres_bin():
     from helpers import postgres_bindir, require_binary
 
     return require_binary("postgres/initdb", postgres_bindir, package="postgresql")
+
+
+# --- shared by several files: a real IPython shell, kernel specs -----------------------------
+
+
+@pytest.fixture(scope="session")
+def shell(tmp_path_factory):
+    """A real InteractiveShell, kept out of the user's ~/.ipython (profile, history database)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    c = Config()
+    c.HistoryManager.hist_file = ":memory:"
+    return InteractiveShell.instance(config=c, ipython_dir=str(tmp_path_factory.mktemp("ipython")))
+
+
+@pytest.fixture
+def ip(shell, state_dir):
+    """The shell with the extension loaded; unloading it afterwards must leave nothing."""
+    import hostconsole
+
+    shell.run_line_magic("load_ext", "hostconsole")
+    try:
+        yield shell
+    finally:
+        host_id = hostconsole.get_host().host_id
+        shell.run_line_magic("unload_ext", "hostconsole")
+        if host_id:
+            wait_until(lambda: not marked(host_id), timeout=15, what=f"host {host_id}'s processes to end")
+
+
+@pytest.fixture(scope="session")
+def kernels_dir(tmp_path_factory):
+    """Kernel specs for jupyter_client: this interpreter's ipykernel, and the same with the
+    extension loaded at startup (as an ipython_config.py would)."""
+    d = tmp_path_factory.mktemp("kernels")
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    for name, extra in (("hostconsole-test", []), ("hostconsole-test-ext", ["--ext=hostconsole"])):
+        (d / name).mkdir()
+        (d / name / "kernel.json").write_text(json.dumps({
+            "argv": argv + extra, "display_name": name, "language": "python",
+        }))
+    return d

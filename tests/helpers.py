@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -151,3 +152,16 @@ def require_binary(name, finder, package=None):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(line + " -- and CI=true, so this fails the run", pytrace=False)
     pytest.skip(line)
+
+
+def magic(shell, line):
+    return shell.run_line_magic("host", line)
+
+
+def sigint_after(seconds):
+    """Ctrl-C, as the terminal or the notebook's interrupt button delivers it to this process."""
+    import threading
+
+    t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    t.start()
+    return t

@@ -116,19 +116,6 @@ class Kernel:
             self.log.close()
 
 
-@pytest.fixture(scope="module")
-def kernels_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("kernels")
-    argv = [PY, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    # The second loads the extension at startup, as an ipython_config.py would.
-    for name, extra in (("hostconsole-test", []), ("hostconsole-test-ext", ["--ext=hostconsole"])):
-        (d / name).mkdir()
-        (d / name / "kernel.json").write_text(json.dumps({
-            "argv": argv + extra, "display_name": name, "language": "python",
-        }))
-    return d
-
-
 @pytest.fixture
 def kernel(tmp_path, kernels_dir):
     k = Kernel(tmp_path / "kernel", kernels_dir)

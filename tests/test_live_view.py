@@ -13,13 +13,13 @@ import hostconsole
 from hostconsole._table import PsTable
 
 from helpers import free_port, marked, wait_until
-from test_kernel import Kernel, kernels_dir  # noqa: F401  (the kernel spec fixture)
+from test_kernel import Kernel
 
 PY = sys.executable
 
 
 @pytest.fixture(scope="module")
-def watched(tmp_path_factory, kernels_dir):  # noqa: F811
+def watched(tmp_path_factory, kernels_dir):
     k = Kernel(tmp_path_factory.mktemp("watch-kernel"), kernels_dir)
     try:
         k.run("%load_ext hostconsole\nimport hostconsole._live as _live\n_live.widgets_available = lambda: False")

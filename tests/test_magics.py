@@ -10,57 +10,20 @@ import json
 import os
 import signal
 import sys
-import threading
-import time
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 import hostconsole
 from hostconsole import ipython as hc_ipython
 
-from helpers import alive, free_port, marked, read_pids, wait_until
+from helpers import alive, free_port, magic, marked, read_pids, sigint_after, wait_until
 
 PY = sys.executable
 
 
-@pytest.fixture(scope="session")
-def shell(tmp_path_factory):
-    # A real shell, kept out of the user's ~/.ipython (profile, history database).
-    c = Config()
-    c.HistoryManager.hist_file = ":memory:"
-    ipdir = tmp_path_factory.mktemp("ipython")
-    return InteractiveShell.instance(config=c, ipython_dir=str(ipdir))
-
-
-@pytest.fixture
-def ip(shell, state_dir):
-    """The shell with the extension loaded; unloading it afterwards must leave nothing."""
-    shell.run_line_magic("load_ext", "hostconsole")
-    try:
-        yield shell
-    finally:
-        host_id = hostconsole.get_host().host_id
-        shell.run_line_magic("unload_ext", "hostconsole")
-        if host_id:
-            wait_until(lambda: not marked(host_id), timeout=15, what=f"host {host_id}'s processes to end")
-
-
-def magic(shell, line):
-    return shell.run_line_magic("host", line)
-
-
 def providers_of(host_id):
     return {m.get("HOSTCONSOLE_PROVIDER") for m in marked(host_id).values()} - {None}
-
-
-def sigint_after(seconds):
-    """Ctrl-C, as the terminal or the notebook's interrupt button delivers it to this process."""
-    t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
-    t.start()
-    return t
 
 
 # --- every subcommand ---------------------------------------------------------------------

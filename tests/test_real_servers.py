@@ -30,7 +30,7 @@ from hostconsole import _proc
 
 from helpers import alive, free_port, read_pids, wait_until
 from remote_host import RemoteHost
-from test_kernel import Kernel, bindable, kernels_dir  # noqa: F401 -- kernels_dir is a fixture
+from test_kernel import Kernel, bindable
 
 AS_POSTGRES = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
 AS_NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
@@ -199,13 +199,13 @@ def restart_with_postgres_stopping(tmp_path, kernels_dir, pg_cluster, shutdown, 
                 kill_if_alive(ident)
 
 
-def test_restart_kernel_lets_postgres_shut_down_cleanly(tmp_path, kernels_dir, pg_cluster):  # noqa: F811
+def test_restart_kernel_lets_postgres_shut_down_cleanly(tmp_path, kernels_dir, pg_cluster):
     # 4 s: longer than the kernel waits (~1.5 s), well inside the stop timeout.
     restart_with_postgres_stopping(tmp_path, kernels_dir, pg_cluster, shutdown=4, stop_timeout=10)
 
 
 def test_restart_kernel_lets_a_long_postgres_shutdown_finish_within_its_stop_timeout(
-        tmp_path, kernels_dir, pg_cluster):  # noqa: F811
+        tmp_path, kernels_dir, pg_cluster):
     # 12 s: longer than the kernel waits, and longer than a reap's own 5 s, inside the 20 s.
     restart_with_postgres_stopping(tmp_path, kernels_dir, pg_cluster, shutdown=12, stop_timeout=20)
 

@@ -20,7 +20,7 @@ import hostconsole
 from hostconsole.errors import HostconsoleError
 
 from helpers import alive, free_port, marked, wait_until
-from test_stacks import SCRIPT, Up, shell, stamps, write_stack  # noqa: F401  (shell: the fixture)
+from test_stacks import SCRIPT, Up, stamps, write_stack
 
 
 def get(url):

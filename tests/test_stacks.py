@@ -18,20 +18,17 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pexpect
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
 
 import hostconsole
 from hostconsole.errors import HostconsoleError, ProviderFailed
 
-from helpers import alive, marked, wait_until
-from test_kernel import Kernel, kernels_dir  # noqa: F401  (kernels_dir: the fixture, for this module too)
+from helpers import alive, magic, marked, sigint_after, wait_until
+from test_kernel import Kernel
 
 PY = sys.executable
 SCRIPT = os.path.join(os.path.dirname(PY), "hostconsole")  # the console script of this venv
@@ -463,35 +460,6 @@ def test_cli_up_on_a_terminal_colours_the_name_prefixes_unless_no_color(tmp_path
 
 
 # --- %host up / down / logs --all in a real InteractiveShell --------------------------------
-
-
-@pytest.fixture(scope="session")
-def shell(tmp_path_factory):
-    c = Config()
-    c.HistoryManager.hist_file = ":memory:"
-    return InteractiveShell.instance(config=c, ipython_dir=str(tmp_path_factory.mktemp("ipython")))
-
-
-@pytest.fixture
-def ip(shell, state_dir):
-    shell.run_line_magic("load_ext", "hostconsole")
-    try:
-        yield shell
-    finally:
-        host_id = hostconsole.get_host().host_id
-        shell.run_line_magic("unload_ext", "hostconsole")
-        if host_id:
-            wait_until(lambda: not marked(host_id), timeout=15, what=f"host {host_id}'s processes to end")
-
-
-def magic(shell, line):
-    return shell.run_line_magic("host", line)
-
-
-def sigint_after(seconds):
-    t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
-    t.start()
-    return t
 
 
 def test_magic_up_and_down_with_the_stack_file_of_the_current_directory(ip, tmp_path, monkeypatch, capsys):
