@@ -10,8 +10,11 @@ Mechanisms, in the order ``detect`` tries them (``HOSTCONSOLE_FENCE`` = ``cgroup
 ``cgroup2`` or ``none`` forces one):
 
 * ``cgroup1``: the v1 ``freezer`` hierarchy (root on cgroup v1 and hybrid systems).  A
-  spawn enters the cell by moving the spawning *thread* in for the spawn (``tasks``; ~25 µs
-  a move) -- the child is born inside, before it can run a single instruction.
+  spawn enters the cell by moving the spawning *thread* in for the spawn and back after
+  (``0`` written to ``tasks``: the writer itself, which the kernel moves without its
+  global threadgroup lock -- ~15 µs a move; a tid there costs an RCU grace period, ~10 ms,
+  at the first move of a burst) -- the child is born inside, before it can run a single
+  instruction.
 * ``cgroup2``: the unified hierarchy, in a subtree this user may manage (root; or the
   watchdog's own cgroup when it is delegated, as ``systemd-run --user --scope -p
   Delegate=yes`` makes one).  v2 moves whole processes, so the watchdog moves itself in for
@@ -234,11 +237,11 @@ class CgroupV1(Fence):
     kind = "cgroup1"
 
     def _enter(self, cell: Cell) -> None:
-        _write(cell.path / "tasks", str(threading.get_native_id()))
+        _write(cell.path / "tasks", "0")
 
     def _leave(self) -> None:
         if self.home is not None:
-            _write(self.home / "tasks", str(threading.get_native_id()))
+            _write(self.home / "tasks", "0")
 
     def _freeze(self, cell: Cell, on: bool) -> bool:
         return _set_and_wait(cell.path / "freezer.state", "FROZEN" if on else "THAWED",

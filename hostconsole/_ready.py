@@ -110,6 +110,10 @@ class HttpReady(ReadySpec):
 
 class LogReady(ReadySpec):
     kind = "log"
+    # Looking is a read of what is new since the last look (~20 µs): every 10 ms, so a
+    # stack's levels wait for each other by at most that (a 50 ms poll cost an `up` of 3
+    # levels ~90 ms).
+    poll_max = 0.01
 
     def __init__(self, text, regex):
         self.text, self.regex = text, regex
