@@ -81,6 +81,22 @@ def _check(path: Path, what: str) -> None:
         raise HostError(f"{what} {plain(path)} is not writable")
 
 
+def read_text(path: "os.PathLike[str] | str", limit: int, encoding: str = "utf-8") -> str:
+    """A user's text file (an env file, a stack file), read as ``read_regular`` reads.
+    Raises ValueError with what is wrong, said to follow the file's name: "does not exist",
+    "is not UTF-8 text (...)", "cannot be read (...)"."""
+    try:
+        return read_regular(path, limit).decode(encoding)
+    except FileNotFoundError:
+        raise ValueError("does not exist") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ValueError(f"cannot be read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise ValueError(f"cannot be read ({e})") from None
+
+
 def read_regular(path: "os.PathLike[str] | str", limit: int, follow: bool = True) -> bytes:
     """The bytes of a regular file (a FIFO, a device, a directory is refused at once: none
     may block a reader or feed it for ever; with ``follow=False``, a symbolic link too).

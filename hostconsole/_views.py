@@ -103,7 +103,8 @@ class HostViews:
         return _logfiles.follow_all(lambda: self._log_paths(names), n)
 
     def _log_paths(self, names: Sequence[str]) -> Dict[str, Optional[Path]]:
-        names = check_names(names)
+        """Each provider's log (of ``names``, checked by the caller; all if none): called at
+        every look of a follow."""
         with self._table.lock:
             if names:
                 return {n: self._table.get(n).log_path for n in names}

@@ -178,9 +178,6 @@ class Host(HostViews):
         one is stopped, its dependents left alone, and this one started).  Bad input raises
         before anything starts, and disturbs nothing.
         """
-        check_flag("wait", wait)
-        check_flag("replace", replace)
-        check_callback("progress", progress)
         unknown = sorted(set(options) - OPTION_KEYS - {"shell"})
         if unknown:
             raise InvalidSpec(f"unknown option {shown(unknown[0])}: run takes {', '.join(sorted(OPTION_KEYS))}, "

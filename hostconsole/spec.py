@@ -28,7 +28,7 @@ import shlex
 import shutil
 import signal
 from dataclasses import dataclass, fields
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from . import _ready
 from .errors import ExecutableNotFound, InvalidSpec, plain, shown
@@ -285,20 +285,12 @@ def parse_env_file(path: str) -> Dict[str, str]:
     """``K=V`` lines, as docker compose and python-dotenv read them: ``export`` allowed,
     ``#`` comments, blank lines, 'single' (literal) and "double" (escapes) quotes.  No
     ``${VAR}`` interpolation: a value is what the file says.  One clear error per bad line."""
-    from ._statedir import read_regular
+    from ._statedir import read_text
 
     try:
-        raw = read_regular(path, ENV_FILE_MAX)
-    except FileNotFoundError:
-        raise InvalidSpec(f"env file {plain(path)} does not exist") from None
-    except OSError as e:
-        raise InvalidSpec(f"cannot read env file {plain(path)}: {e.strerror or e}") from None
+        text = read_text(path, ENV_FILE_MAX, "utf-8-sig")  # (a byte-order mark, as editors write one, is no name)
     except ValueError as e:
-        raise InvalidSpec(f"cannot read env file {plain(path)}: {e}") from None
-    try:
-        text = raw.decode("utf-8-sig")  # (a byte-order mark, as some editors write one, is not a name)
-    except UnicodeDecodeError as e:
-        raise InvalidSpec(f"env file {plain(path)} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise InvalidSpec(f"env file {plain(path)} {e}") from None
     out: Dict[str, str] = {}
     # Lines end at \n (and \r\n) only, as dotenv reads them: a form feed or a Unicode line
     # separator inside a value is part of the value.
@@ -506,5 +498,3 @@ class ProviderSpec:
         except KeyError as e:
             raise InvalidSpec(f"a provider spec needs {shown(e.args[0])}") from None
 
-
-CommandLike = Union[str, Sequence[str]]

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from ._statedir import read_regular
+from ._statedir import read_text
 from .errors import InvalidSpec, plain, shown
 from .spec import NAME_RE, STACK_KEYS, ProviderSpec
 
@@ -96,15 +96,9 @@ def load(path: Union[str, "os.PathLike[str]", None] = None) -> Stack:
     if p.is_dir():
         p = find(p)
     try:
-        text = read_regular(p, MAX_BYTES).decode("utf-8")
-    except FileNotFoundError:
-        raise StackError(f"{plain(p)}: no such file") from None
-    except UnicodeDecodeError as e:
-        raise StackError(f"{plain(p)}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise StackError(f"{plain(p)}: cannot read it: {e.strerror or e}") from None
+        text = read_text(p, MAX_BYTES)
     except ValueError as e:
-        raise StackError(f"{plain(p)}: cannot read it: {e}") from None
+        raise StackError(f"{plain(p)} {e}") from None
     warnings: List[str] = []
     origins: Dict[str, Dict[str, str]] = {}  # what a key is called in the file, where not ours
     if p.name == "Procfile" or p.suffix == "" and p.name.lower().startswith("procfile"):

@@ -165,3 +165,49 @@ def sigint_after(seconds):
     t = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
     t.start()
     return t
+
+
+PIDS_CGROUP = "/sys/fs/cgroup/pids"
+
+
+def pids_cgroup_usable() -> bool:
+    """A cgroup v1 pids controller this process may make cgroups in (root on v1/hybrid)."""
+    return os.access(os.path.join(PIDS_CGROUP, "cgroup.procs"), os.W_OK) and os.access(PIDS_CGROUP, os.W_OK)
+
+
+class PidsCgroup:
+    """A pids cgroup of the test's own, to bound (or exhaust) how many tasks some processes
+    may have; on leaving, its tasks go back to the root and it is removed."""
+
+    def __init__(self):
+        import pathlib
+
+        self.root = pathlib.Path(PIDS_CGROUP)
+        self.path = self.root / f"hostconsole-test-{os.getpid()}-{time.monotonic_ns()}"
+
+    def __enter__(self):
+        self.path.mkdir()
+        return self
+
+    def join(self, *pids):
+        """Move every thread of ``pids`` in (what they fork afterwards is born inside)."""
+        for pid in pids:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                (self.path / "tasks").write_text(tid)
+
+    def current(self) -> int:
+        return int((self.path / "pids.current").read_text())
+
+    def limit(self, n) -> None:
+        (self.path / "pids.max").write_text(str(n))
+
+    def __exit__(self, *exc):
+        self.limit("max")
+        for tid in (self.path / "tasks").read_text().split():
+            try:
+                (self.root / "tasks").write_text(tid)
+            except OSError:
+                pass  # (gone meanwhile)
+        wait_until(lambda: not (self.path / "tasks").read_text().split(), timeout=30,
+                   what="the test's pids cgroup to empty")
+        self.path.rmdir()

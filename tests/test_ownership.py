@@ -11,14 +11,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import hostconsole
 from hostconsole import _fence, _proc, registry
 
-from helpers import alive, marked, read_pids, wait_until
+from helpers import PidsCgroup, alive, marked, pids_cgroup_usable, read_pids, wait_until
 from remote_host import RemoteHost
 
 PY = sys.executable
@@ -163,51 +162,39 @@ def test_a_registry_entry_is_kept_while_a_recorded_member_lives(state_dir, tmp_p
 
 # --- forks faster than the stop ----------------------------------------------------------------
 
-PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
 # Forks as fast as it can, and ignores the stop signal: only SIGKILL ends it.
 FORK_BOMB = [PY, "-c", "import os, signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n"
                        "    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.001)\n"]
 
 
-@pytest.mark.skipif(not (PIDS_CGROUP / "pids.max").exists() and not os.access(PIDS_CGROUP, os.W_OK),
+@pytest.mark.skipif(not pids_cgroup_usable(),
                     reason="needs a writable cgroup v1 pids controller (root) to bound the fork bomb")
 def test_a_fork_bomb_is_stopped_and_the_report_never_hides_a_survivor(fence, state_dir):
     """Regression: a provider forking as fast as it could outlived purge (~25 s, hundreds
     alive) and the report said 'killed, survivors: []'.  Bounded here by a pids cgroup."""
-    cg = PIDS_CGROUP / f"hostconsole-test-{os.getpid()}-{time.monotonic_ns()}"
-    cg.mkdir()
     rh = None
-    try:
-        rh = RemoteHost(state_dir)
-        for pid in (rh.pid, rh.watchdog):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                (cg / "tasks").write_text(tid)
-        (cg / "pids.max").write_text(str(int((cg / "pids.current").read_text()) + 400))
-        rh.call("run", "bomb", FORK_BOMB, stop_timeout=0.5)
-        wait_until(lambda: int((cg / "pids.current").read_text()) > 300, timeout=20, what="the bomb to fill its room")
-        t0 = time.monotonic()
-        report = rh.call("purge", timeout=60)
-        took = time.monotonic() - t0
-        bomb = [r for r in report if r["name"] == "bomb"][0]
-        left = [i for i, m in marked(rh.host_id).items() if m.get("HOSTCONSOLE_PROVIDER") == "bomb"]
-        print(f"\nfork bomb ({fence}): purge {took:.2f} s, outcome {bomb['outcome']}, survivors {bomb['survivors']}, "
-              f"marked left {len(left)}")
-        assert bomb["outcome"] in ("killed", "survived"), bomb
-        assert bomb["outcome"] == "killed" or bomb["survivors"], "never 'killed' with survivors unnamed"
-        assert bomb["outcome"] == "killed" and not left  # (its time is a figure, printed above)
-        rh.close()
-        rh = None
-    finally:
-        if rh is not None:
-            rh.kill()
-        (cg / "pids.max").write_text("max")
-        for tid in (cg / "tasks").read_text().split():
-            try:
-                (PIDS_CGROUP / "tasks").write_text(tid)
-            except OSError:
-                pass
-        wait_until(lambda: not (cg / "tasks").read_text().split(), timeout=30, what="the pids cgroup to empty")
-        cg.rmdir()
+    with PidsCgroup() as cg:
+        try:
+            rh = RemoteHost(state_dir)
+            cg.join(rh.pid, rh.watchdog)
+            cg.limit(cg.current() + 400)
+            rh.call("run", "bomb", FORK_BOMB, stop_timeout=0.5)
+            wait_until(lambda: cg.current() > 300, timeout=20, what="the bomb to fill its room")
+            t0 = time.monotonic()
+            report = rh.call("purge", timeout=60)
+            took = time.monotonic() - t0
+            bomb = [r for r in report if r["name"] == "bomb"][0]
+            left = [i for i, m in marked(rh.host_id).items() if m.get("HOSTCONSOLE_PROVIDER") == "bomb"]
+            print(f"\nfork bomb ({fence}): purge {took:.2f} s, outcome {bomb['outcome']}, survivors {bomb['survivors']}, "
+                  f"marked left {len(left)}")
+            assert bomb["outcome"] in ("killed", "survived"), bomb
+            assert bomb["outcome"] == "killed" or bomb["survivors"], "never 'killed' with survivors unnamed"
+            assert bomb["outcome"] == "killed" and not left  # (its time is a figure, printed above)
+            rh.close()
+            rh = None
+        finally:
+            if rh is not None:
+                rh.kill()
 
 
 # --- a hostile state directory -----------------------------------------------------------------

@@ -6,14 +6,13 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import hostconsole
 from hostconsole.errors import HostError, InvalidSpec, ProviderFailed
 
-from helpers import alive, marked, wait_until
+from helpers import PidsCgroup, alive, marked, pids_cgroup_usable, wait_until
 
 PY = sys.executable
 
@@ -165,57 +164,43 @@ def test_a_provider_that_forks_50_children(host):
     assert not any(alive(k) for k in kids)
 
 
-PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
-
-
-@pytest.mark.skipif(not (PIDS_CGROUP / "pids.max").exists() and not os.access(PIDS_CGROUP, os.W_OK),
+@pytest.mark.skipif(not pids_cgroup_usable(),
                     reason="needs a writable cgroup v1 pids controller (root) to make fork fail")
 def test_fork_failure_is_a_clean_error(state_dir, tmp_path):
     """With its process budget exhausted (pids.max), a start fails with one clear error,
     nothing is half started, and the host carries on once there is room again."""
     from remote_host import RemoteError, RemoteHost
 
-    cg = PIDS_CGROUP / f"hostconsole-test-{os.getpid()}-{time.monotonic_ns()}"
-    cg.mkdir()
     rh = None
-    try:
-        rh = RemoteHost(state_dir)
-        # Owner and watchdog (with their threads) go into the cgroup; then the budget is
-        # what they use now plus room for two providers.
-        for pid in (rh.pid, rh.watchdog):
-            for tid in os.listdir(f"/proc/{pid}/task"):
-                (cg / "tasks").write_text(tid)
-        used = int((cg / "pids.current").read_text())
-        (cg / "pids.max").write_text(str(used + 3))
-        started, error = [], None
-        for i in range(10):  # until the budget runs out (threads come and go: not exactly 3)
-            try:
-                rh.call("run", f"p{i}", ["sleep", "300"])
-                started.append(f"p{i}")
-            except RemoteError as e:
-                error = e
-                break
-        assert error is not None, "the process limit never bit"
-        assert error.kind == "ProviderFailed" and f"cannot start 'p{len(started)}'" in str(error)
-        assert "temporarily unavailable" in str(error) or "Resource" in str(error), error
-        names = [r["name"] for r in rh.call("ps", all=True)]
-        assert names == started  # nothing half started
-        if started:
-            rh.call("stop", started[0])  # a stop works without a spare thread
-            wait_until(lambda: int((cg / "pids.current").read_text()) < used + 3, what="room again")
-            assert rh.call("run", "again", ["sleep", "300"])["state"] == "running"
-        host_id = rh.host_id
-        rh.close()
-        rh = None
-        wait_until(lambda: not marked(host_id), what="everything gone")
-    finally:
-        if rh is not None:
-            rh.kill()
-        (cg / "pids.max").write_text("max")
-        for tid in (cg / "tasks").read_text().split():
-            try:
-                (PIDS_CGROUP / "tasks").write_text(tid)
-            except OSError:
-                pass
-        wait_until(lambda: not (cg / "tasks").read_text().split(), what="cgroup empty")
-        cg.rmdir()
+    with PidsCgroup() as cg:
+        try:
+            rh = RemoteHost(state_dir)
+            # Owner and watchdog (with their threads) go into the cgroup; then the budget is
+            # what they use now plus room for two providers.
+            cg.join(rh.pid, rh.watchdog)
+            used = cg.current()
+            cg.limit(used + 3)
+            started, error = [], None
+            for i in range(10):  # until the budget runs out (threads come and go: not exactly 3)
+                try:
+                    rh.call("run", f"p{i}", ["sleep", "300"])
+                    started.append(f"p{i}")
+                except RemoteError as e:
+                    error = e
+                    break
+            assert error is not None, "the process limit never bit"
+            assert error.kind == "ProviderFailed" and f"cannot start 'p{len(started)}'" in str(error)
+            assert "temporarily unavailable" in str(error) or "Resource" in str(error), error
+            names = [r["name"] for r in rh.call("ps", all=True)]
+            assert names == started  # nothing half started
+            if started:
+                rh.call("stop", started[0])  # a stop works without a spare thread
+                wait_until(lambda: cg.current() < used + 3, what="room again")
+                assert rh.call("run", "again", ["sleep", "300"])["state"] == "running"
+            host_id = rh.host_id
+            rh.close()
+            rh = None
+            wait_until(lambda: not marked(host_id), what="everything gone")
+        finally:
+            if rh is not None:
+                rh.kill()

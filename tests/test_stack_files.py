@@ -282,7 +282,7 @@ def _unknown_name(d):
 BAD_OTHER = [
     ("directory-where-the-file-should-be", _dir_as_file, ["no stack file"]),
     ("no-stack-file-here", _no_stack_file, ["no stack file", "hostconsole.toml", "Procfile"]),
-    ("missing-file", _missing_file, ["no such file"]),
+    ("missing-file", _missing_file, ["does not exist"]),
     ("name-not-in-the-stack", _unknown_name, ["no provider 'nosuch' in this stack"]),
 ]
 

@@ -138,7 +138,7 @@ def test_a_missing_env_file_is_refused(tmp_path):
 
 
 def test_a_directory_is_not_an_env_file(tmp_path):
-    with pytest.raises(InvalidSpec, match="cannot read"):
+    with pytest.raises(InvalidSpec, match="cannot be read"):
         parse_env_file(str(tmp_path))
 
 
