@@ -63,6 +63,10 @@ class Target:
     cell: Optional["Cell"] = None
     # Its log file: an orphan still writing to it is its own (the watchdog's finder only).
     log: Optional[str] = None
+    # Every process of its cell is in the finder's universe (the watchdog's own child,
+    # under a child subreaper: whatever it forks stays below the watchdog), so a universe
+    # proven empty says that the cell is empty, unread.
+    contained: bool = False
 
     def __post_init__(self) -> None:
         if self.main is not None:
@@ -132,9 +136,11 @@ class Finder:
     process group, or carries the target's ``HOSTCONSOLE_HOST``/``HOSTCONSOLE_PROVIDER``.
     """
 
-    def __init__(self, host_id: str, universe: Callable[[], Dict[int, ProcStat]]):
+    def __init__(self, host_id: str, universe: Callable[[], Dict[int, ProcStat]],
+                 empty: Callable[[], bool] = lambda: False):
         self.host_id = host_id
         self.universe = universe
+        self._empty = empty
         self._marker_cache: Dict[ProcId, Tuple[str, str]] = {}
 
     def _marker_of(self, st: ProcStat) -> Tuple[str, str]:
@@ -152,7 +158,7 @@ class Finder:
         With ``rest``, every live process of the universe that no target claims is given to
         it (the watchdog's final sweep: everything under it is the host's by construction).
         """
-        return self.attribute(targets, self.look_for(targets, rest), rest)
+        return self.attribute(targets, self.look_for(targets, rest), rest, self.cells_empty(targets))
 
     def look_for(self, targets: Sequence[Target], rest: Optional[Target] = None) -> Dict[int, ProcStat]:
         """What ``find`` needs to look at: nothing when every target is fenced (its cell
@@ -170,22 +176,34 @@ class Finder:
         """Hold off reaping (while a group is signalled through an ``own_child``)."""
         return contextlib.nullcontext()
 
+    def wait_gone(self, members: Iterable[ProcId], seconds: float) -> None:
+        """Until every one of ``members`` has ended, for ``seconds`` at the most."""
+        _proc.wait_gone(members, seconds, self.own_child, self.reaping_held())
+
     def look(self) -> Dict[int, ProcStat]:
         """The universe as it is now."""
         return self.universe()
 
+    def cells_empty(self, targets: Sequence[Target]) -> bool:
+        """Whether the cells of the ``contained`` targets are known to be empty without
+        reading them: the universe is provably empty now (no process at all, not even one
+        that has ended and awaits reaping), which only some finders can prove."""
+        return any(t.cell is not None and t.contained for t in targets) and self._empty()
+
     def attribute(self, targets: Sequence[Target], table: Dict[int, ProcStat],
-                  rest: Optional[Target] = None) -> Dict[int, ProcStat]:
-        """``find`` on a table already looked at."""
+                  rest: Optional[Target] = None, cells_empty: bool = False) -> Dict[int, ProcStat]:
+        """``find`` on a table already looked at (and ``cells_empty`` found out)."""
         by_marker = {
             (t.host_id or self.host_id, t.name if t.marker is None else t.marker): t
             for t in targets if t.host_id or self.host_id
         }
         claimed: Dict[int, Target] = {}
-        # A fence first: the kernel's word, whatever a process did to its environment.
+        # A fence first: the kernel's word, whatever a process did to its environment --
+        # unread where the universe is empty and holds all of the cell (the end of a stop:
+        # 50 cells are 50 reads, while the processes that just ended compete for the CPU).
         me = os.getpid()
         for t in targets:
-            if t.cell is not None:
+            if t.cell is not None and not (cells_empty and t.contained):
                 for pid in t.cell.pids():
                     st = table.get(pid) or _proc.stat(pid)
                     if st is not None and pid != me:
@@ -291,7 +309,7 @@ def stop_levels(
     deadline: Optional[Deadline] = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Optional[Callable[[float], None]] = None,
-    on_done: Optional[Callable[[Target, Outcome], None]] = None,
+    on_done: Optional[Callable[[List[Tuple[Target, Outcome]]], None]] = None,
 ) -> List[Outcome]:
     """Stop ``levels`` in order, the targets of one level concurrently.
 
@@ -299,8 +317,9 @@ def stop_levels(
     reaches every tree no later than that, whatever the stop timeouts and however many
     levels (a kernel has 2.5 s).  Never raises for a process that vanished or cannot be
     signalled; returns one Outcome per target (and one for ``rest``, if given and
-    non-empty).  ``on_done(target, outcome)`` is told of each as soon as it is done (a
-    provider shows as stopped when it is, not when the slowest of its level is).
+    non-empty).  ``on_done([(target, outcome), ...])`` is told of those done while the stop
+    goes on (a provider shows as stopped when it is, not when the slowest of its level
+    is), of all that ended together at once; what ends last is told only by the return.
     """
     if deadline is None:
         deadline = Deadline(within, clock)
@@ -308,13 +327,23 @@ def stop_levels(
         deadline.tighten(within)
     # Between rounds: until the members seen end (pidfds), or a given ``sleep`` (a test's
     # fake clock: then nothing here depends on how fast the machine is).
-    wait: Callable[[Iterable[ProcId], float], None] = (
-        _proc.wait_gone if sleep is None else (lambda members, seconds: sleep(seconds)))
+    pause: Callable[[Iterable[ProcId], float], None] = (
+        finder.wait_gone if sleep is None else (lambda members, seconds: sleep(seconds)))
+    # Who is done is told before the stop waits again, not at its very end: what ends last
+    # is told by what this returns, not twice.
+    ended: List[Tuple[Target, Outcome]] = []
+
+    def wait(members: Iterable[ProcId], seconds: float) -> None:
+        if ended and on_done is not None:
+            on_done(list(ended))
+        ended.clear()
+        pause(members, seconds)
+
     outcomes: List[Outcome] = []
     for level in levels:
-        outcomes.extend(_stop_level(list(level), finder, status_of, None, deadline, clock, wait, on_done))
+        outcomes.extend(_stop_level(list(level), finder, status_of, None, deadline, clock, wait, ended.extend))
     if rest is not None:
-        outcomes.extend(_stop_level([], finder, status_of, rest, deadline, clock, wait, on_done))
+        outcomes.extend(_stop_level([], finder, status_of, rest, deadline, clock, wait, ended.extend))
     return outcomes
 
 
@@ -322,22 +351,31 @@ def _stop_level(targets: List[Target], finder: Finder,
                 status_of: Callable[[Target], Tuple[Optional[int], Optional[str]]], rest: Optional[Target],
                 cap: Deadline, clock: Callable[[], float],
                 wait: Callable[[Iterable[ProcId], float], None],
-                on_done: Optional[Callable[[Target, Outcome], None]] = None) -> List[Outcome]:
+                on_done: Optional[Callable[[List[Tuple[Target, Outcome]]], None]] = None) -> List[Outcome]:
     t0 = clock()
     settled: Set[int] = set()
 
     def settle() -> None:
-        """Exit status (once) and word of each target done since the last call."""
+        """Exit status (once) of each target done since the last call; word of them all."""
+        news = []
         for t in targets:
             o = done.get(id(t))
             if o is not None and id(t) not in settled:
                 settled.add(id(t))
                 if t is not rest and o.outcome != "gone":
                     o.exit_code, o.signal = status_of(t)
-                if on_done is not None:
-                    on_done(t, o)
+                news.append((t, o))
+        if on_done is not None and news:
+            on_done(news)
 
-    began = _proc.now_stamp()
+    # What was there when the stop began: started in an earlier clock tick, or in this
+    # one under a pid given out before now (the tick alone cannot tell, and a member
+    # started 5 ms before the stop is no stop handler's helper).
+    began, last = _proc.now_stamp(), _proc.last_pid()
+
+    def existed(ident: ProcId) -> bool:
+        return ident.start < began or (ident.start == began and _proc.born_by(ident.pid, last))
+
     # Signal first, walk after: every process group gets the stop signal at once through
     # its leader (verified), so the trees are already ending while we walk them.  The walk
     # then finds what left its group; what was there when the stop began gets the signal
@@ -352,7 +390,7 @@ def _stop_level(targets: List[Target], finder: Finder,
         for t in (t for t in targets if id(t) in presignalled):
             for pid, ident in t.members.items():
                 st = _proc.stat(pid) if ident != t.main else None
-                if st is not None and st.start == ident.start and st.pgid != t.pgid and ident.start < began:
+                if st is not None and st.start == ident.start and st.pgid != t.pgid and existed(ident):
                     for sig in _with_cont(t.stop_signal):
                         _proc.send(ident, sig)
                     sent[id(t)].add(ident)
@@ -375,7 +413,7 @@ def _stop_level(targets: List[Target], finder: Finder,
         if key in presignalled:
             for pid, ident in t.members.items():
                 st = table.get(pid)
-                if st is not None and st.pgid != t.pgid and ident.start < began and ident not in sent[key]:
+                if st is not None and st.pgid != t.pgid and existed(ident) and ident not in sent[key]:
                     for sig in _with_cont(t.stop_signal):
                         _proc.send(ident, sig)
             if not t.members:  # it ended on the signal while we looked
@@ -418,9 +456,7 @@ def _stop_level(targets: List[Target], finder: Finder,
                 # starts after that -- its stop handler's own helpers -- is left to finish,
                 # as systemd does: only the deadline's SIGKILL reaches it.
                 for ident in set(t.members.values()) - signalled[key]:
-                    # Strictly earlier: start times count in clock ticks (10 ms), and a
-                    # helper forked in the very tick the stop began is the handler's.
-                    if ident.start < began:
+                    if existed(ident):
                         _proc.send(ident, t.stop_signal)
                         if t.stop_signal != signal.SIGKILL:
                             _proc.send(ident, signal.SIGCONT)

@@ -67,7 +67,7 @@ class Provider:
     """One provider as the watchdog knows it."""
 
     def __init__(self, spec: ProviderSpec, main: ProcId, child: bool, cell: Optional[_fence.Cell] = None,
-                 log: Optional[str] = None):
+                 log: Optional[str] = None, subreaper: bool = False):
         self.spec = spec
         self.child = child  # spawned by us; False for one adopted from a watchdog that died
         self.main = main
@@ -75,7 +75,17 @@ class Provider:
         self.status: Optional[int] = None  # raw wait status once reaped
         self.target = Target.of(spec, main, cell)
         self.target.log = log
+        self.target.contained = child and subreaper
         self.reported: Tuple[ProcId, ...] = ()  # the members the host was last told of
+        # Stop requests under way that include it: its exit is told by their outcome, not by
+        # an exit event of its own (a purge of 50 is then one message, not 101).
+        self.stopping = 0
+        self.exit_held = False  # an exit event kept back for that reason
+
+    def exit_event(self) -> Dict[str, Any]:
+        code, sig = _decode(self.status)
+        return {"ev": "exit", "name": self.name, "pid": self.main.pid, "start": self.main.start,
+                "exit_code": code, "signal": sig}
 
     @property
     def name(self) -> str:
@@ -89,6 +99,7 @@ class Watchdog:
         self.owner = owner
         self.report_path = report_path
         self.me = os.getpid()
+        self.subreaper = False  # whether it is a child subreaper (``main`` makes it one)
         self.lock = threading.RLock()
         self.reaped = threading.Condition(self.lock)
         self.spawn_lock = threading.Lock()
@@ -96,7 +107,7 @@ class Watchdog:
         self.providers: Dict[str, Provider] = {}
         self.by_pid: Dict[int, Provider] = {}  # main pid -> provider, until reaped
         self.base_env: Dict[str, str] = dict(os.environ)
-        self.finder = Finder(host_id, self._universe)
+        self.finder = Finder(host_id, self._universe, self.empty)
         self.fence = _fence.detect().for_host(host_id)
         self.cpu = _proc.CpuSampler()
         self.deadlines: Dict[Any, Deadline] = {}  # stop operation id -> its deadline
@@ -128,16 +139,32 @@ class Watchdog:
         # The walk of /proc runs without the lock (a spawn must not wait a tracker's walk);
         # only the attribution, which changes targets, holds it.
         table = self.finder.look_for(targets, rest)
+        empty = self.finder.cells_empty(targets)  # (takes spawn_lock, which comes before the lock)
         with self.lock:
-            return self.finder.attribute(targets, table, rest)
+            return self.finder.attribute(targets, table, rest, empty)
+
+    def empty(self) -> bool:
+        """Whether no process at all is below us: every child reaped, and, with nothing
+        reaped or spawned meanwhile (spawn_lock), no child, living or ended, on any thread.
+        A descendant alive now has a living line of parents up to us (we are its child
+        subreaper), so we would see its topmost one, or that one's ended parent, here."""
+        if not self.subreaper:
+            return False
+        with self.spawn_lock:
+            self._reap_held()
+            return not _proc.children(self.me)
 
     def status_of(self, target: Target, wait: float = 1.0) -> Tuple[Optional[int], Optional[str]]:
-        """Exit code and signal name of a target's main process, once the reaper has it."""
+        """Exit code and signal name of a target's main process, once it is reaped."""
         deadline = time.monotonic() + wait
         with self.lock:
             prov = self.providers.get(target.name)
             if prov is None or prov.main != target.main or not prov.child:
                 return None, None  # (an adopted provider's exit status is not ours to know)
+            if prov.status is not None:
+                return _decode(prov.status)
+        self.reap()  # (here, not at the reaper's next wake-up: a stop of 50 settles at once)
+        with self.lock:
             while prov.status is None and time.monotonic() < deadline:
                 self.reaped.wait(deadline - time.monotonic())
             return _decode(prov.status)
@@ -154,22 +181,29 @@ class Watchdog:
                 continue
             except InterruptedError:
                 continue
-            if info is None:
-                continue
-            # Under spawn_lock (a spawn registers its child before we may reap it), drain
-            # every child that has ended: a stop of 50 ends 50 at once.
-            reaped = []
-            with self.spawn_lock:
-                while True:
-                    try:
-                        pid, status = os.waitpid(-1, os.WNOHANG)
-                    except ChildProcessError:
-                        break
-                    if not pid:
-                        break
-                    reaped.append((pid, status))
-            if reaped:
-                self._on_reaped(reaped)
+            if info is not None:
+                self.reap()
+
+    def reap(self) -> None:
+        """Reap every child that has ended (a stop of 50 ends 50 at once), and record and
+        report their exits.  All of it under spawn_lock: a spawn registers its child before
+        it may be reaped, and a child stays in ``by_pid`` exactly until it is reaped, so
+        ``own_child`` (which may skip proving a pid's identity) is never wrong."""
+        with self.spawn_lock:
+            self._reap_held()
+
+    def _reap_held(self) -> None:
+        reaped = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if not pid:
+                break
+            reaped.append((pid, status))
+        if reaped:
+            self._on_reaped(reaped)
 
     def _on_reaped(self, reaped: List[Tuple[int, int]]) -> None:
         events = []
@@ -178,9 +212,10 @@ class Watchdog:
                 prov = self.by_pid.pop(pid, None)  # an orphan we reaped is nobody's main
                 if prov is not None and prov.status is None:
                     prov.status = status
-                    code, sig = _decode(status)
-                    events.append({"ev": "exit", "name": prov.name, "pid": pid, "start": prov.main.start,
-                                   "exit_code": code, "signal": sig})
+                    if prov.stopping:
+                        prov.exit_held = True
+                    else:
+                        events.append(prov.exit_event())
             self.reaped.notify_all()
             if events:  # one write for the lot, still under the lock: after any spawn reply
                 self._send_many(events)
@@ -342,7 +377,7 @@ class Watchdog:
                 # can, the provider is registered and the host has its reply: an exit
                 # event never overtakes the reply that announces the pid.
                 main = _proc.spawned_identity(pid, before, _proc.now_stamp()) or ProcId(pid, 0)
-                prov = Provider(spec, main, child=True, cell=cell, log=msg["log"])
+                prov = Provider(spec, main, child=True, cell=cell, log=msg["log"], subreaper=self.subreaper)
                 with self.lock:
                     self.providers[spec.name] = prov
                     self.by_pid[main.pid] = prov
@@ -422,10 +457,9 @@ class Watchdog:
             if msg.get("sweep"):
                 # A purge: everything under the watchdog is the host's, attributed or not.
                 rest = Target("(unattributed)", None, None, signal.SIGTERM, 1.0)
-            def done(t: Target, o: Outcome) -> None:  # (each provider's end, as soon as it comes)
-                if t.main is not None:
-                    self._send({"ev": "stopped", "name": t.name, "pid": t.main.pid, "start": t.main.start,
-                                "outcome": o.as_dict()})
+            def done(ended: List[Tuple[Target, Outcome]]) -> None:  # (as soon as they are)
+                self._send_many([{"ev": "stopped", "name": t.name, "pid": t.main.pid, "start": t.main.start,
+                                  "outcome": o.as_dict()} for t, o in ended if t.main is not None])
 
             outcomes = self.stop(msg["levels"], dl, rest=rest, on_done=done)
             reply: Dict[str, Any] = {"report": [o.as_dict() for o in outcomes]}
@@ -444,11 +478,30 @@ class Watchdog:
 
     def stop(self, names_by_level: List[List[str]], deadline: Optional[Deadline] = None,
              rest: Optional[Target] = None, on_done: Any = None) -> List[Outcome]:
-        levels = []
         with self.lock:
-            for names in names_by_level:
-                levels.append([self.providers[n].target for n in names if n in self.providers])
-        return stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest, deadline=deadline, on_done=on_done)
+            provs = [self.providers[n] for names in names_by_level for n in names if n in self.providers]
+            levels = [[self.providers[n].target for n in names if n in self.providers] for names in names_by_level]
+            for p in provs:
+                p.stopping += 1
+        told: Dict[str, str] = {}  # name -> outcome, of those the stop's outcome tells of
+        try:
+            outcomes = stop_levels(levels, _LockedFinder(self), self.status_of, rest=rest, deadline=deadline,
+                                   on_done=on_done)
+            told = {o.name: o.outcome for o in outcomes}
+            return outcomes
+        finally:
+            with self.lock:
+                held = []
+                for p in provs:
+                    p.stopping -= 1
+                    # An exit kept back that no outcome carries (the stop failed, or found it
+                    # already gone) is told as usual.
+                    if p.exit_held and not p.stopping and told.get(p.name, "gone") == "gone":
+                        held.append(p.exit_event())
+                    if not p.stopping:
+                        p.exit_held = False
+                if held:
+                    self._send_many(held)
 
     # --- the end ------------------------------------------------------------------------
 
@@ -491,6 +544,7 @@ class _LockedFinder(Finder):
     """The watchdog's finder, shared by the tracker and every stop (hence the lock)."""
 
     def __init__(self, watchdog: Watchdog):
+        super().__init__(watchdog.host_id, watchdog._universe, watchdog.empty)
         self._w = watchdog
 
     def find(self, targets: Any, rest: Optional[Target] = None) -> Dict[int, ProcStat]:
@@ -528,7 +582,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     # providers anyway.
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
-    _set_subreaper()
+    subreaper = _set_subreaper()
     import socket
 
     os.set_inheritable(args.fd, False)  # providers are spawned with every inheritable fd
@@ -538,6 +592,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         pid, start = args.owner.split(":")
         owner = ProcId(int(pid), int(start))
     wd = Watchdog(channel, args.host_id, owner, args.report)
+    wd.subreaper = subreaper
     if args.control:
         wd.control = ControlServer(bind_unix(args.control), args.host_id,
                                    {"ping": lambda req: {"pid": wd.me}, "tree": lambda req: wd.trees(None)},

@@ -22,6 +22,7 @@ from hostconsole._stop import (FIRST_LOOK, KILL_GRACE, POLL_MAX, Deadline, Finde
 TERM, INT, KILL, CONT = int(signal.SIGTERM), int(signal.SIGINT), int(signal.SIGKILL), int(signal.SIGCONT)
 T0 = 1000.0
 BEGAN = 50_000  # what _proc.now_stamp() says while a level is stopped (the units of ProcId.start)
+LAST_PID = 600  # what _proc.last_pid() says then: pids up to it were given out before the stop
 fuzz = settings(max_examples=80, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
@@ -304,6 +305,7 @@ def world(monkeypatch):
     monkeypatch.setattr(_proc, "send", w.send)
     monkeypatch.setattr(_proc, "send_group", w.send_group)
     monkeypatch.setattr(_proc, "now_stamp", lambda: BEGAN)
+    monkeypatch.setattr(_proc, "last_pid", lambda: LAST_PID)
 
     def not_here(*args):
         raise AssertionError("a stop under test reached for the real process table")
@@ -563,6 +565,29 @@ def test_a_late_member_from_before_the_stop_gets_the_stop_signal_and_a_new_one_d
     # Both are reached by the deadline's SIGKILL.
     assert T0 + 2.0 <= kill_time(world, 602) <= T0 + 2.0 + 1e-9
     assert T0 + 2.0 <= kill_time(world, 601) <= T0 + 2.0 + 1e-9
+
+
+def test_a_late_member_born_in_the_stops_own_tick_but_before_it_gets_the_stop_signal(world):
+    """Regression: a member started in the same 10 ms clock tick as the stop was taken for
+    the stop handler's helper and got no SIGTERM, so a graceful tree whose owner was killed
+    right after it started waited out its whole stop timeout.  The pid tells them apart."""
+    t = target(world, "web", 500, stop_timeout=2.0, dies_on=(TERM, KILL))
+
+    def late_arrivals():
+        world.spawn(599, "web", 599, start=BEGAN, dies_on=(TERM, KILL))  # pid given out before the stop
+        world.spawn(602, "web", 602, start=BEGAN, dies_on=(KILL,))  # after it: the stop handler's
+
+    world.at(T0 + 0.001, late_arrivals)
+    run(world, [[t]])
+    assert world.signals(to=599, sig=TERM) and not world.signals(to=599, sig=KILL)
+    assert not world.signals(to=602, sig=TERM) and world.signals(to=602, sig=KILL)
+
+
+def test_pids_are_told_born_before_or_after_a_moment_across_the_wrap():
+    assert _proc.born_by(599, 600) and _proc.born_by(600, 600) and not _proc.born_by(601, 600)
+    if _proc.LINUX:
+        top = _proc._pid_max[0]
+        assert _proc.born_by(top - 1, 5) and not _proc.born_by(6, 5)  # given out just before the wrap
 
 
 def test_the_rest_sweep_stops_whatever_no_target_claimed_after_the_levels(world):
