@@ -148,8 +148,8 @@ class Watchdog:
         reaped or spawned meanwhile (spawn_lock), no child, living or ended, on any thread.
         A descendant alive now has a living line of parents up to us (we are its child
         subreaper), so we would see its topmost one, or that one's ended parent, here."""
-        if not self.subreaper:
-            return False
+        if not self.subreaper or not os.path.exists(f"/proc/{self.me}/task/{self.me}/children"):
+            return False  # (without the kernel's children lists, an empty answer proves nothing)
         with self.spawn_lock:
             self._reap_held()
             return not _proc.children(self.me)

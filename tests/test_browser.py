@@ -327,6 +327,25 @@ class Page:
         wait_until(lambda: self.kernel_status() == "idle", timeout=60, interval=0.2,
                    what="the page to show the notebook's kernel idle")
 
+    def settle_kernel_dialog(self):
+        """JupyterLab sometimes asks "Select Kernel" although the notebook's session is
+        there (its session list can come in late): answer with that session's kernel."""
+        from selenium.webdriver.support.ui import Select
+
+        for dialog in self.driver.find_elements(self.By.CSS_SELECTOR, ".jp-Dialog"):
+            if "Select Kernel" not in (dialog.text or ""):
+                continue
+            choice = Select(dialog.find_element(self.By.CSS_SELECTOR, "select"))
+            ours = [o.text for o in choice.options if self.kernel_id[:8] in o.text]
+            if not ours:
+                raise AssertionError(f"JupyterLab asks for a kernel and does not offer this notebook's "
+                                     f"({self.kernel_id}): {[o.text for o in choice.options]}")
+            choice.select_by_visible_text(ours[0])
+            dialog.find_element(self.By.CSS_SELECTOR, ".jp-mod-accept").click()
+            print(f"[browser tests] answered JupyterLab's 'Select Kernel' dialog with {ours[0]!r}")
+            wait_until(lambda: not self.driver.find_elements(self.By.CSS_SELECTOR, ".jp-Dialog"), timeout=10,
+                       interval=0.1, what="the kernel dialog to close")
+
     def _cells(self):
         return self.driver.find_elements(self.By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell")
 
@@ -345,13 +364,19 @@ class Page:
     def run_cell(self, i, timeout=60):
         """Select cell ``i`` (command mode), Ctrl+Enter (run it, stay there: no cell is added
         after the last), wait for its execution count."""
+        from selenium.common.exceptions import ElementClickInterceptedException
         from selenium.webdriver.common.action_chains import ActionChains
         from selenium.webdriver.common.keys import Keys
 
         for attempt in range(3):
+            self.settle_kernel_dialog()
             cell = self._cells()[i]
             self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
-            cell.find_element(self.By.CSS_SELECTOR, ".jp-InputPrompt").click()
+            try:
+                cell.find_element(self.By.CSS_SELECTOR, ".jp-InputPrompt").click()
+            except ElementClickInterceptedException as e:  # (a dialog came up meanwhile: see above)
+                print(f"[browser tests] the click on cell {i} was intercepted (attempt {attempt}): {e.msg}")
+                continue
             wait_until(lambda: "jp-mod-active" in (self._cells()[i].get_attribute("class") or ""), timeout=10,
                        what=f"cell {i} to be the active cell")
             ActionChains(self.driver).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()

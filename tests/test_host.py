@@ -259,6 +259,24 @@ def test_an_instant_exit_is_never_lost(host):
         assert p.exit_code == 0
 
 
+def test_a_stopped_providers_exit_is_told_once_by_the_stops_outcome(host):
+    """The outcome of a stop carries each provider's exit status, so the watchdog keeps
+    back the exit event it would send besides (a purge of 50 was 101 messages to the host,
+    and the stop waited on them); the status still reaches the provider and the report.
+    An exit of a provider's own is told by its event, as ever."""
+    heard = []
+    session = host._session
+    tell = session._on_exit
+    session._on_exit = lambda event: (heard.append(event["name"]), tell(event))
+    calm = host.run("calm", ["sleep", "300"])
+    brief = host.run("brief", ["sh", "-c", "sleep 0.3; exit 3"])
+    record = host.stop("calm")["calm"]
+    assert record["outcome"] == "exited" and record["signal"] == "SIGTERM"
+    assert calm.state == "stopped" and calm.signal == "SIGTERM" and calm.exit_code is None
+    assert brief.wait(10) == "failed" and brief.exit_code == 3
+    assert heard == ["brief"]
+
+
 def test_exit_codes_and_failures_are_recorded(host):
     p = host.run("bad", "exit 3", shell=True)
     assert p.wait(10) == "failed"
