@@ -51,7 +51,9 @@ def write_atomic(path: Path, obj: Any) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, separators=(",", ":"))
+            # dumps, not dump: dump always runs the pure-Python encoder (~1.5 ms, holding
+            # the GIL, for a host of 50 providers, against ~0.15 ms).
+            f.write(json.dumps(obj, separators=(",", ":")))
         os.replace(tmp, path)
     except BaseException:
         try:
