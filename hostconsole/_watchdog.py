@@ -19,8 +19,11 @@ pair (``_wire.Channel``).  It
 
 Threads: the main thread reads requests; ``reaper``, ``tracker``, ``LogGuard.run``,
 ``owner_watch`` and the control server run beside it; each stop request gets its own
-thread.  ``self.lock`` guards the provider table; ``spawn_lock`` (taken first) keeps the
-reaper out of ``Popen``'s way.
+thread.  ``self.lock`` guards the provider table; ``spawn_lock`` (taken first) is held by
+every spawn and every reaping -- the reaper's, or a stop's own (``reap``, ``empty``: a stop
+of 50 does not wait for the reaper to wake) -- so a child is in ``by_pid`` exactly until
+it is reaped.  While a stop carries a provider out, its exit is told by the stop's outcome
+(one reply), not by an exit event of its own.
 
 It imports only the standard library and hostconsole's process modules: it must start fast
 and keep running when the kernel's environment is broken.
