@@ -22,6 +22,23 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def popen_marked(argv, markers, **kwargs):
+    """``subprocess.Popen`` of ``argv`` with ``markers`` added to the environment, returned
+    once the markers can be read: Popen returns when the exec has begun, and the kernel
+    shows the new program's environment a moment later (a scan in between sees none)."""
+    import subprocess
+
+    p = subprocess.Popen(argv, env={**os.environ, **markers}, start_new_session=True, **kwargs)
+    try:
+        wait_until(lambda: _proc.markers(p.pid).get("HOSTCONSOLE_HOST") == markers["HOSTCONSOLE_HOST"],
+                   what=f"the markers of pid {p.pid} to be readable")
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+    return p
+
+
 def marked(host_id=None):
     """Processes of this user carrying HOSTCONSOLE_HOST (of ``host_id``, if given)."""
     uid = os.getuid()

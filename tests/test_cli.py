@@ -14,7 +14,7 @@ import pytest
 
 import hostconsole
 
-from helpers import Owner, alive, marked, wait_until
+from helpers import Owner, alive, marked, popen_marked, wait_until
 
 SCRIPT = shutil.which("hostconsole", path=os.path.dirname(sys.executable)) or "hostconsole"
 
@@ -112,7 +112,7 @@ def test_ps_shows_running_providers_the_registry_does_not_know(state_dir, tmp_pa
     wait_until(lambda: "known" in registry.read(state_dir / "hosts" / owner.host_id).providers, what="entry")
     marker = {"HOSTCONSOLE_HOST": owner.host_id, "HOSTCONSOLE_PROVIDER": "late",
               "HOSTCONSOLE_OWNER": _proc_owner(owner.proc.pid), "HOSTCONSOLE_STATE_DIR": str(state_dir)}
-    late = subprocess.Popen(["sleep", "300"], env={**os.environ, **marker}, start_new_session=True)
+    late = popen_marked(["sleep", "300"], marker)
     try:
         recs = {r["name"]: r for r in ps_json(state_dir)[owner.host_id]["providers"]}
         assert recs["late"]["state"] == "running" and recs["late"]["registered"] is False

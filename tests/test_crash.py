@@ -15,7 +15,7 @@ import pytest
 import hostconsole
 from hostconsole import _fence, _proc, registry
 
-from helpers import Owner, alive, marked, read_pids, wait_until
+from helpers import Owner, alive, marked, popen_marked, read_pids, wait_until
 
 OWNER = str(Path(__file__).with_name("owner.py"))
 
@@ -220,13 +220,12 @@ def test_reap_never_touches_the_innocent(state_dir, tmp_path):
         # 3. a marked process of a dead host, but of another state directory
         other = {"HOSTCONSOLE_HOST": "0ther", "HOSTCONSOLE_PROVIDER": "x",
                  "HOSTCONSOLE_OWNER": f"{dead.pid}:{dead.start}", "HOSTCONSOLE_STATE_DIR": str(tmp_path / "elsewhere")}
-        innocents.append(subprocess.Popen(["sleep", "300"], env={**os.environ, **other}, start_new_session=True))
+        innocents.append(popen_marked(["sleep", "300"], other))
         # 5. another user's process with a dead host's marker (only root can make one)
         if os.getuid() == 0:
             foreign = {"HOSTCONSOLE_HOST": "f0reign", "HOSTCONSOLE_PROVIDER": "x",
                        "HOSTCONSOLE_OWNER": f"{dead.pid}:{dead.start}", "HOSTCONSOLE_STATE_DIR": str(state_dir)}
-            innocents.append(subprocess.Popen(["sleep", "300"], env={**os.environ, **foreign}, user="nobody",
-                                              start_new_session=True))
+            innocents.append(popen_marked(["sleep", "300"], foreign, user="nobody"))
         # 6. a live host's provider, its registry entry corrupted
         with hostconsole.Host(state_dir) as live:
             lp = live.run("live", ["sleep", "300"])
@@ -311,7 +310,7 @@ def test_a_marked_leftover_of_an_unknown_host_is_reaped(state_dir):
     """A marked process of this user and this state dir whose host nothing shows alive (no
     owner named anywhere, no registry entry, no live watchdog) is a leftover: reaped."""
     vague = {"HOSTCONSOLE_HOST": "vague", "HOSTCONSOLE_PROVIDER": "x", "HOSTCONSOLE_STATE_DIR": str(state_dir)}
-    p = subprocess.Popen(["sleep", "300"], env={**os.environ, **vague}, start_new_session=True)
+    p = popen_marked(["sleep", "300"], vague)
     try:
         dry = hostconsole.reap(dry_run=True, state_dir=state_dir)
         assert [(r["host"], r["name"]) for r in dry] == [("vague", "x")] and p.poll() is None
@@ -331,7 +330,7 @@ def test_a_marked_process_of_a_host_with_an_unreadable_entry_is_left_alone(state
     d.mkdir(parents=True, mode=0o700)
     (d / "host.json").write_text("{not json")
     murky = {"HOSTCONSOLE_HOST": "murky", "HOSTCONSOLE_PROVIDER": "x", "HOSTCONSOLE_STATE_DIR": str(state_dir)}
-    p = subprocess.Popen(["sleep", "300"], env={**os.environ, **murky}, start_new_session=True)
+    p = popen_marked(["sleep", "300"], murky)
     try:
         with pytest.warns(RuntimeWarning):
             assert hostconsole.reap(state_dir=state_dir).found == 0

@@ -36,7 +36,8 @@ def test_provider_has_its_own_session_group_and_markers(host):
     assert p.state == "running"
     assert os.getsid(p.pid) == p.pid and os.getpgid(p.pid) == p.pid
     assert os.getsid(p.pid) != os.getsid(0)
-    m = _proc.markers(p.pid)
+    # (a moment after the exec began: the kernel shows the new environment once it is set up)
+    m = wait_until(lambda: _proc.markers(p.pid), what="the provider's environment to be readable")
     assert m["HOSTCONSOLE_HOST"] == host.host_id
     assert m["HOSTCONSOLE_PROVIDER"] == "sleeper"
     # The watchdog is marked as the host's but never as a provider.
