@@ -40,6 +40,9 @@ treekill, a stopped program's exit polled every 100 ms); `pm2 start ecosystem.co
 `pm2 stop all` through pm2's programmatic API (what its CLI calls) from one long-lived node
 client fed over a pipe, with the daemon launched before timing: neither node's start-up nor
 the daemon's is counted (each `pm2` CLI command would add node's start-up and pm2's loading).
+Start's CPU rows (Popen and hostconsole only): the starter's CPU during the start (the
+benchmark process, which holds the Host, plus the watchdog; the scheduler's per-thread
+statistics), and each child's own CPU once it sleeps (its exec and loading), per start.
 Stop figures run until every main process is gone (polled every 1 ms after the call returns).
 Crash: the owner (a separate process holding the Host, or the Popen loop, or supervisord /
 circusd / pm2's God daemon) is SIGKILLed; the trees are `bash -c 'sleep 300 & setsid sleep 300 & wait'`

@@ -39,6 +39,22 @@ def stat(pid: int) -> Optional[Tuple[str, int, int, int]]:
     return rest[0].decode(), int(rest[1]), int(rest[2]), int(rest[19])
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time a process has used, in ns (its threads' scheduler statistics; 0 if gone)."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
 def ident(pid: int) -> Optional[Ident]:
     st = stat(pid)
     return None if st is None else Ident(pid, st[3])

@@ -82,6 +82,8 @@ def _fmt(v: float, unit: str) -> str:
         return f"{v:g}"
     if unit == "bytes":
         return f"{v / 2**20:.1f} MiB"
+    if unit == "us":
+        return f"{v * 1e6:.0f} µs"
     if unit == "ms" or (unit == "s" and abs(v) < 1.0):
         return f"{v * 1000:.1f} ms"
     return f"{v:.3f} s"

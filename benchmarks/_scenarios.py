@@ -44,6 +44,10 @@ class Figure:
 FIGURES: List[Figure] = [
     Figure("start", "start", "start {n} providers until all running", "s", ("ratio", 1.5), "≤ 1.5× Popen"),
     Figure("start_unfenced", "start", "… the same with no fence (HOSTCONSOLE_FENCE=none)", "s", None),
+    Figure("start_cpu", "start", "… CPU per start spent by the starter: owner + watchdog (Popen: the parent)", "us",
+           None),
+    Figure("start_child_cpu", "start", "… CPU per start spent by the child itself (its exec; the same program)", "us",
+           None),
     Figure("start_cold", "start", "fresh Host().start() + 1st run() until running (Popen: 1 Popen)", "s", None,
            ratio=False),
     Figure("stop_term", "stop-term", "stop {n} (exit on SIGTERM) until all gone", "s", ("ratio", 2.0),
@@ -209,14 +213,25 @@ def scenario_start(ctx: Ctx, rep: int):
         def one():
             s.open(_sleepers(n))
             try:
+                starters = s.cpu_pids()
+                cpu0 = [C.cpu_ns(pid) for pid in starters]
                 t0 = time.perf_counter()
                 s.start_all()
                 dt = time.perf_counter() - t0
+                cpu = sum(C.cpu_ns(pid) - c for pid, c in zip(starters, cpu0)) / n / 1e9
                 running = s.remember()
                 if len(running) != n:
                     raise RuntimeError(f"{len(running)} of {n} programs running after start")
                 _record(ctx, "start", s, dt)
-                C.log(f"  start       {s.name:<12} {dt * 1000:9.1f} ms" + _fence_note(s))
+                if s.name in ("popen", "hostconsole"):
+                    # Where the time goes: on 2 cores, each child's exec is CPU the starter's
+                    # own work competes with (a child is counted once it sleeps: exec done).
+                    C.wait_until(lambda: all((C.stat(i.pid) or ("S",))[0] == "S" for i in running), 10,
+                                 what="the children to be done with their exec")
+                    ctx.results.add("start_cpu", s.name, cpu)
+                    ctx.results.add("start_child_cpu", s.name, sum(C.cpu_ns(i.pid) for i in running) / n / 1e9)
+                C.log(f"  start       {s.name:<12} {dt * 1000:9.1f} ms  starter CPU {cpu * 1e6:.0f} µs a start"
+                      + _fence_note(s))
             finally:
                 s.close()
 

@@ -97,6 +97,10 @@ class System:
     def pids(self) -> List[Ident]:
         raise NotImplementedError
 
+    def cpu_pids(self) -> List[int]:
+        """The processes whose CPU a start costs (the benchmark's own, where it runs in it)."""
+        return [os.getpid()]
+
     def remember(self) -> List[Ident]:
         ids = self.pids()
         self.seen.extend(ids)
@@ -206,6 +210,9 @@ class HostconsoleSystem(System):
     def start_all(self):
         for p in self.programs:
             self.host.run(p.name, p.argv, stop_timeout=p.stop_timeout, env=p.env or None)
+
+    def cpu_pids(self):
+        return [os.getpid(), self.host.status()["watchdog_pid"]]
 
     def pids(self):
         out = []
