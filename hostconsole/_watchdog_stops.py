@@ -110,11 +110,17 @@ class Stops:
         """Whether no process at all is below us: every child reaped, and, with nothing
         reaped or spawned meanwhile (spawn_lock), no child, living or ended, on any thread.
         A descendant alive now has a living line of parents up to us (we are its child
-        subreaper), so we would see its topmost one, or that one's ended parent, here."""
-        if not self.subreaper or not os.path.exists(f"/proc/{self.me}/task/{self.me}/children"):
-            return False  # (without the kernel's children lists, an empty answer proves nothing)
+        subreaper), so we would see its topmost one, or that one's ended parent, here.
+        While a provider's main process is still an unreaped child (the tracker's usual
+        case), the answer is known without reading /proc."""
+        if not self.subreaper:
+            return False
         with self.spawn_lock:
             self._reap_held()
+            if self.by_pid:  # (every mutation of by_pid holds spawn_lock)
+                return False
+            if not os.path.exists(f"/proc/{self.me}/task/{self.me}/children"):
+                return False  # (without the kernel's children lists, an empty answer proves nothing)
             return not _proc.children(self.me)
 
     def status_of(self, target: Target, wait: float = 1.0) -> Tuple[Optional[int], Optional[str]]:
