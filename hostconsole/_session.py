@@ -8,6 +8,8 @@ half-made host.  A session owns
   and the markers every process of the host carries;
 * its watchdog (``WatchdogClient``) -- and the replacement of a watchdog that died: a new one
   is started and adopts the running providers (at most ``REARM_LIMIT`` times a minute);
+* what a provider's tree is when the watchdog cannot say (``own_stop_path``: its cell and
+  recorded members), for the host's own stops and a replacement's adoption;
 * its registry writer (``RegistryPublisher``);
 * the run counter of each provider name (the run headers of its log).
 
@@ -23,17 +25,17 @@ import secrets
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _fence, _proc, _statedir, registry
 from . import _logfiles
 from ._logfiles import log_name
-from ._proc import ProcId
+from ._proc import ProcId, ProcStat
 from ._publish import RegistryPublisher
 from ._stop import Finder, Target, user_universe
 from ._watchdog_client import WatchdogClient, WatchdogListener, WatchdogLost, start_thread
 from .errors import HostError
-from .provider import ProviderTable
+from .provider import Provider, ProviderTable
 from .state import ACTIVE
 
 REARM_LIMIT, REARM_WINDOW = 3, 60.0  # new watchdogs after a loss, at most this many a minute
@@ -181,10 +183,40 @@ class Session(WatchdogListener):
                 start_thread(self._rearm, client, name="hostconsole-rearm")
             self.table.notify()
 
+    def own_stop_path(self, levels: List[List[Provider]]) -> Tuple[Finder, List[List[Target]]]:
+        """Each provider's tree as the host alone knows it, for a stop (or an adoption)
+        without the watchdog: its cell, where it has one, and the members the watchdog
+        recorded while it lived (an env-cleared daemon, another user's member), found again
+        over this user's processes and the recorded members' own trees.  Returns the finder
+        (already run once: the targets' members are current) and the targets by level."""
+        fence = _fence.for_record(self.watchdog.fence, self.host_id)
+        targets = []
+        for level in levels:
+            row = []
+            for p in level:
+                cell = fence.cell_at(p.cell) if fence is not None and p.cell else None
+                t = Target.of(p.spec, p.main, cell)
+                for ident in p.members:
+                    if ident.pid not in t.members and _proc.alive(ident):
+                        t.members[ident.pid] = ident
+                row.append(t)
+            targets.append(row)
+        recorded = [pid for row in targets for t in row for pid in t.members]
+
+        def universe() -> Dict[int, ProcStat]:
+            table = _proc.descendants(recorded)  # (another user's member is in no user's universe but its own)
+            table.update(user_universe())
+            return table
+
+        finder = Finder(self.host_id, universe)
+        finder.find([t for row in targets for t in row])
+        return finder, targets
+
     def _rearm(self, lost: WatchdogClient) -> None:
         """A new watchdog for a host whose watchdog died, adopting its running providers:
-        crash safety comes back without a restart.  Their trees are found by marker, as
-        the old watchdog's tracking went with it."""
+        crash safety comes back without a restart.  Their trees are found as the host alone
+        can find them (``own_stop_path``: cells, recorded members, markers), as the old
+        watchdog's tracking went with it."""
         with self.table.lock:
             if self.watchdog is not lost or self.closing:
                 return
@@ -199,16 +231,15 @@ class Session(WatchdogListener):
                 return
             provs = [p for p in self.table.providers.values()
                      if p.main is not None and p.state in ACTIVE and p._stopping is None]
-            adopt = [(p.spec, p.main, p.log_path, p.cell, p.members) for p in provs]
-        targets = [Target.of(spec, main) for spec, main, _, _, _ in adopt if main is not None]
-        Finder(self.host_id, user_universe).find(targets)
+            adopt = list(provs)
+        finder, targets = self.own_stop_path([adopt])
         adopted = 0
-        for (spec, main, log, cell, recorded), t in zip(adopt, targets):
-            assert main is not None
-            members = {i for i in t.members.values()} | {i for i in recorded if _proc.alive(i)}
+        for p, t in zip(adopt, targets[0]):
+            assert p.main is not None
             try:
-                reply = wd.request("adopt", spec=spec.to_wire(), main=list(main), members=[list(i) for i in members],
-                                   log=str(log) if log else None, log_max=self.log_max_bytes, cell=cell)
+                reply = wd.request("adopt", spec=p.spec.to_wire(), main=list(p.main),
+                                   members=[list(i) for i in t.members.values()],
+                                   log=str(p.log_path) if p.log_path else None, log_max=self.log_max_bytes, cell=p.cell)
                 adopted += "adopted" in reply
             except (WatchdogLost, HostError):
                 return  # that one died too: its own loss handler takes it from here

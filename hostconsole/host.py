@@ -381,10 +381,14 @@ class Host(HostViews):
         if outcomes is None and session is not None and session.handed_over:
             return {}
         if outcomes is None:
-            # No watchdog to do it: the same ladder, from here, over this user's processes.
+            # No watchdog to do it: the same ladder, from here, by each provider's cell and
+            # recorded members (see Session.own_stop_path).
             by_name = {p.name: p for p in op.provs}
-            targets = [[Target.of(by_name[n].spec, by_name[n].main) for n in level] for level in levels]
-            finder = Finder(session.host_id if session else "", user_universe)
+            provs = [[by_name[n] for n in level] for level in levels]
+            if session is not None:
+                finder, targets = session.own_stop_path(provs)
+            else:
+                finder, targets = Finder("", user_universe), [[Target.of(p.spec, p.main) for p in lv] for lv in provs]
             outcomes = [o.as_dict() for o in stop_levels(targets, finder, deadline=op.deadline)]
         result = {o["name"]: o for o in outcomes if o["name"] in names}
         with self._lock:

@@ -113,6 +113,46 @@ def test_after_a_watchdog_replacement_the_daemon_is_still_stopped(fence, state_d
             rh.kill()
 
 
+def _give_up_on_the_watchdog(host, capsys):
+    """Kill the host's watchdog once more than the host replaces it: from then on the host
+    stops its providers itself."""
+    from hostconsole._session import REARM_LIMIT
+
+    for _ in range(REARM_LIMIT):
+        old = host.status()["watchdog_pid"]
+        os.kill(old, signal.SIGKILL)
+        wait_until(lambda: host.status()["watchdog_alive"] and host.status()["watchdog_pid"] != old,
+                   what="a new watchdog")
+    os.kill(host.status()["watchdog_pid"], signal.SIGKILL)
+    said: list = []
+    wait_until(lambda: said.append(capsys.readouterr().err) or "not restarting it again" in "".join(said),
+               what="the host to give up on its watchdog")
+    assert not host.status()["watchdog_alive"]
+
+
+@pytest.mark.parametrize("how", ["stop", "shutdown"])
+def test_a_host_without_its_watchdog_still_stops_the_env_cleared_daemon(fhost, tmp_path, capsys, how):
+    """Regression: once the host had given up replacing a watchdog that kept dying, its
+    own stop path found members by marker and ancestry only, without the provider's cell
+    and recorded members: the env-cleared daemon outlived ``stop`` and even ``shutdown``
+    (its cell, not empty, then stayed behind too)."""
+    pidfile = tmp_path / "daemon"
+    fhost.run("sneaky", sneaky_daemon(pidfile), shell=True)
+    daemon = daemon_pid(pidfile)
+    wait_until(lambda: any(m.pid == daemon for m in fhost.provider("sneaky").members),
+               what="the daemon recorded as a member")
+    _give_up_on_the_watchdog(fhost, capsys)
+    assert alive(daemon)
+    if how == "stop":
+        report = fhost.stop("sneaky")
+        assert report["sneaky"]["outcome"] == "exited", report.records
+    else:
+        fence, host_id = fhost.status()["fence"], fhost.host_id
+        fhost.shutdown()
+        assert not _fence.cells_of(fence, host_id)
+    wait_until(lambda: not alive(daemon), timeout=5, what="the daemon to be stopped with its provider")
+
+
 def test_reap_finds_an_unmarked_member_by_its_recorded_identity(fence, state_dir, tmp_path):
     """The double fault (watchdog, then owner, SIGKILLed): reap finds the env-cleared daemon
     by the identity the registry recorded (or by its cell), not by a marker it no longer has."""
