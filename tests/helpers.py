@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -228,3 +229,68 @@ class PidsCgroup:
         wait_until(lambda: not (self.path / "tasks").read_text().split(), timeout=30,
                    what="the test's pids cgroup to empty")
         self.path.rmdir()
+
+
+# Hierarchies no one in this suite moves processes in: hostconsole fences with freezer (v1)
+# or the unified hierarchy, the fork-bomb tests bound with pids, and a sandbox may account
+# memory by cgroup.  In any of these, a process stays in the cgroup it was born in.
+FOLLOW_CONTROLLERS = ("cpuacct", "blkio", "devices", "cpu", "perf_event", "net_cls", "name=systemd")
+_MOVED_ELSEWHERE = {"freezer", "pids", "memory"}
+
+
+class FollowingCgroup:
+    """A cgroup v1 this process joins, so that everything it starts from then on, and
+    everything that starts, is born in it and stays in it: cleared environment, new session
+    and double fork included.  What is left in it besides us is what the run left behind.
+    ``open()`` returns None where no such hierarchy may be written (not root, pure cgroup v2):
+    the caller then says so."""
+
+    def __init__(self, path: Path, home: Path):
+        self.path = path
+        self.home = home
+
+    @classmethod
+    def open(cls) -> "FollowingCgroup | None":
+        from hostconsole import _fence
+
+        for want in FOLLOW_CONTROLLERS:
+            for point, fstype, opts in _fence._mounts():
+                names = set(opts.split(","))
+                if fstype != "cgroup" or want not in names or names & _MOVED_ELSEWHERE:
+                    continue
+                own = _fence._own_cgroup(False, want)
+                if own is None:
+                    continue
+                home = Path(point + (own if own != "/" else ""))
+                path = home / f"hostconsole-tests-{os.getpid()}"
+                try:
+                    path.mkdir()
+                except OSError:
+                    continue
+                try:
+                    (path / "cgroup.procs").write_text(str(os.getpid()))
+                    return cls(path, home)
+                except OSError:
+                    path.rmdir()
+        return None
+
+    def others(self) -> "list[int]":
+        """Every process in it but us, in cgroups below it too (a nested run's own)."""
+        pids = []
+        for d, _, _ in os.walk(self.path):
+            try:
+                pids.extend(int(x) for x in Path(d, "cgroup.procs").read_text().split())
+            except (OSError, ValueError):
+                pass
+        return [p for p in pids if p != os.getpid()]
+
+    def close(self) -> None:
+        try:
+            (self.home / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            pass
+        try:
+            wait_until(lambda: not self.others(), timeout=5, what="the run's cgroup to empty")
+            self.path.rmdir()
+        except (AssertionError, OSError) as e:
+            print(f"\nhostconsole leak guard: cannot remove {self.path}: {e}", file=sys.stderr)

@@ -402,6 +402,10 @@ def test_follow_loses_nothing_written_while_it_starts(host):
     assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no gap anywhere
 
 
+# A simulated Ctrl-C lands wherever the main thread is, as a real one does: inside a gc
+# callback (hypothesis installs one) Python can only print it as "unraisable"; that
+# iteration is then simply not interrupted.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_ctrl_c_during_a_start_never_leaves_a_provider_unrecorded(host):
     """Regression: an interrupt while waiting for the watchdog's spawn reply dropped the
     provider from the table although the watchdog went on to start it."""
