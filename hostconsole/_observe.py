@@ -228,8 +228,7 @@ def host_ps(session: Optional["Session"], table: "ProviderTable", records: List[
 
 def _host_trees(session: Optional["Session"], table: "ProviderTable", names: Sequence[str]) -> Dict[str, List[Member]]:
     """Every live process of each provider's tree, with its CPU %: the watchdog's view, or
-    (without a watchdog) a walk of this user's processes from here."""
-    from ._stop import Finder, Target, user_universe
+    (without a watchdog) the host's own (``Session.own_trees``: cells, recorded members)."""
     from ._watchdog_client import WatchdogLost
     from .errors import HostError
 
@@ -243,8 +242,7 @@ def _host_trees(session: Optional["Session"], table: "ProviderTable", names: Seq
             pass
     with table.lock:
         provs = [table.providers[n] for n in names if n in table.providers and table.providers[n].main is not None]
-        targets = [Target.of(p.spec, p.main) for p in provs]
-    found = Finder(session.host_id, user_universe).find(targets)
+    _, (targets,), found = session.own_trees([provs])
     cpu = session.cpu.percent(found[pid] for t in targets for pid in t.members if pid in found)
     return {t.name: [(i, cpu.get(i, 0.0)) for i in t.members.values()] for t in targets}
 

@@ -8,8 +8,8 @@ half-made host.  A session owns
   and the markers every process of the host carries;
 * its watchdog (``WatchdogClient``) -- and the replacement of a watchdog that died: a new one
   is started and adopts the running providers (at most ``REARM_LIMIT`` times a minute);
-* what a provider's tree is when the watchdog cannot say (``own_stop_path``: its cell and
-  recorded members), for the host's own stops and a replacement's adoption;
+* what a provider's tree is when the watchdog cannot say (``own_trees``: its cell and
+  recorded members), for the host's own stops and ``ps``, and a replacement's adoption;
 * its registry writer (``RegistryPublisher``);
 * the run counter of each provider name (the run headers of its log).
 
@@ -183,12 +183,13 @@ class Session(WatchdogListener):
                 start_thread(self._rearm, client, name="hostconsole-rearm")
             self.table.notify()
 
-    def own_stop_path(self, levels: List[List[Provider]]) -> Tuple[Finder, List[List[Target]]]:
-        """Each provider's tree as the host alone knows it, for a stop (or an adoption)
-        without the watchdog: its cell, where it has one, and the members the watchdog
-        recorded while it lived (an env-cleared daemon, another user's member), found again
-        over this user's processes and the recorded members' own trees.  Returns the finder
-        (already run once: the targets' members are current) and the targets by level."""
+    def own_trees(self, levels: List[List[Provider]]) -> Tuple[Finder, List[List[Target]], Dict[int, ProcStat]]:
+        """Each provider's tree as the host alone knows it, for what the watchdog cannot do
+        (a stop, ``ps``, a replacement's adoption): its cell, where it has one, and the
+        members the watchdog recorded while it lived (an env-cleared daemon, another user's
+        member), found again over this user's processes and the recorded members' own
+        trees.  Returns the finder, the targets by level (their members current) and the
+        process table it looked at."""
         fence = _fence.for_record(self.watchdog.fence, self.host_id)
         targets = []
         for level in levels:
@@ -209,13 +210,13 @@ class Session(WatchdogListener):
             return table
 
         finder = Finder(self.host_id, universe)
-        finder.find([t for row in targets for t in row])
-        return finder, targets
+        table = finder.find([t for row in targets for t in row])
+        return finder, targets, table
 
     def _rearm(self, lost: WatchdogClient) -> None:
         """A new watchdog for a host whose watchdog died, adopting its running providers:
         crash safety comes back without a restart.  Their trees are found as the host alone
-        can find them (``own_stop_path``: cells, recorded members, markers), as the old
+        can find them (``own_trees``: cells, recorded members, markers), as the old
         watchdog's tracking went with it."""
         with self.table.lock:
             if self.watchdog is not lost or self.closing:
@@ -232,7 +233,7 @@ class Session(WatchdogListener):
             provs = [p for p in self.table.providers.values()
                      if p.main is not None and p.state in ACTIVE and p._stopping is None]
             adopt = list(provs)
-        finder, targets = self.own_stop_path([adopt])
+        _, targets, _ = self.own_trees([adopt])
         adopted = 0
         for p, t in zip(adopt, targets[0]):
             assert p.main is not None

@@ -382,11 +382,11 @@ class Host(HostViews):
             return {}
         if outcomes is None:
             # No watchdog to do it: the same ladder, from here, by each provider's cell and
-            # recorded members (see Session.own_stop_path).
+            # recorded members (see Session.own_trees).
             by_name = {p.name: p for p in op.provs}
             provs = [[by_name[n] for n in level] for level in levels]
             if session is not None:
-                finder, targets = session.own_stop_path(provs)
+                finder, targets, _ = session.own_trees(provs)
             else:
                 finder, targets = Finder("", user_universe), [[Target.of(p.spec, p.main) for p in lv] for lv in provs]
             outcomes = [o.as_dict() for o in stop_levels(targets, finder, deadline=op.deadline)]

@@ -135,7 +135,7 @@ def test_a_host_without_its_watchdog_still_stops_the_env_cleared_daemon(fhost, t
     """Regression: once the host had given up replacing a watchdog that kept dying, its
     own stop path found members by marker and ancestry only, without the provider's cell
     and recorded members: the env-cleared daemon outlived ``stop`` and even ``shutdown``
-    (its cell, not empty, then stayed behind too)."""
+    (its cell, not empty, then stayed behind too), and ``ps`` did not count it."""
     pidfile = tmp_path / "daemon"
     fhost.run("sneaky", sneaky_daemon(pidfile), shell=True)
     daemon = daemon_pid(pidfile)
@@ -143,6 +143,7 @@ def test_a_host_without_its_watchdog_still_stops_the_env_cleared_daemon(fhost, t
                what="the daemon recorded as a member")
     _give_up_on_the_watchdog(fhost, capsys)
     assert alive(daemon)
+    assert fhost.ps()["sneaky"]["nprocs"] >= 2, "ps counts the daemon without the watchdog too"
     if how == "stop":
         report = fhost.stop("sneaky")
         assert report["sneaky"]["outcome"] == "exited", report.records
