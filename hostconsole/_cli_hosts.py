@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from . import _logfiles, _proc, _statedir, registry
+from . import _fence, _logfiles, _proc, _statedir, registry
 from ._observe import Member, members_from_wire, ps_record, scan_marked, tree_figures
 from ._stop import Finder, Target
 from ._table import PsTable, StopReport
@@ -31,7 +31,7 @@ def _trees(rec: registry.HostRecord, marked: Dict[str, List[_proc.ProcId]], samp
            alive: bool) -> Dict[str, List[Member]]:
     """Each provider's tree: from its live watchdog (the figures the host itself sees), or
     else -- and for marked processes the watchdog does not know -- from what the registry
-    recorded and the markers still show."""
+    recorded (members, cell) and the markers still show."""
     trees: Dict[str, List[Member]] = {}
     if alive:
         try:
@@ -41,10 +41,12 @@ def _trees(rec: registry.HostRecord, marked: Dict[str, List[_proc.ProcId]], samp
         except (OSError, ValueError):
             pass
     targets = []
+    fence = _fence.for_record(rec.fence, rec.host_id)
     for name in (set(rec.providers) | set(marked)) - set(trees):
         p = rec.providers.get(name)
         main = p.main if p is not None else None
-        t = Target(name, main, main.pid if main else None, host_id=rec.host_id)
+        cell = fence.cell_at(p.cell) if fence is not None and p is not None and p.cell else None
+        t = Target(name, main, main.pid if main else None, host_id=rec.host_id, cell=cell)
         for ident in (p.members if p is not None else ()):
             t.members[ident.pid] = ident
         for ident in marked.get(name, ()):

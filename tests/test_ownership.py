@@ -135,7 +135,7 @@ def test_a_host_without_its_watchdog_still_stops_the_env_cleared_daemon(fhost, t
     """Regression: once the host had given up replacing a watchdog that kept dying, its
     own stop path found members by marker and ancestry only, without the provider's cell
     and recorded members: the env-cleared daemon outlived ``stop`` and even ``shutdown``
-    (its cell, not empty, then stayed behind too), and ``ps`` did not count it."""
+    (its cell, not empty, then stayed behind too), and neither ``ps`` counted it."""
     pidfile = tmp_path / "daemon"
     fhost.run("sneaky", sneaky_daemon(pidfile), shell=True)
     daemon = daemon_pid(pidfile)
@@ -144,6 +144,10 @@ def test_a_host_without_its_watchdog_still_stops_the_env_cleared_daemon(fhost, t
     _give_up_on_the_watchdog(fhost, capsys)
     assert alive(daemon)
     assert fhost.ps()["sneaky"]["nprocs"] >= 2, "ps counts the daemon without the watchdog too"
+    cli = subprocess.run([os.path.join(os.path.dirname(PY), "hostconsole"), "ps", "--json"], capture_output=True,
+                         text=True, timeout=60)
+    seen = {p["name"]: p for h in json.loads(cli.stdout) if h["host"] == fhost.host_id for p in h["providers"]}
+    assert seen["sneaky"]["nprocs"] >= 2, "and so does hostconsole ps"
     if how == "stop":
         report = fhost.stop("sneaky")
         assert report["sneaky"]["outcome"] == "exited", report.records
