@@ -231,9 +231,9 @@ class PidsCgroup:
         self.path.rmdir()
 
 
-# Hierarchies no one in this suite moves processes in: hostconsole fences with freezer (v1)
-# or the unified hierarchy, the fork-bomb tests bound with pids, and a sandbox may account
-# memory by cgroup.  In any of these, a process stays in the cgroup it was born in.
+# Hierarchies no one in this suite moves processes in (hostconsole fences with freezer or
+# the unified hierarchy, the fork-bomb tests bound with pids, and a sandbox may account
+# memory by cgroup): in these, a process stays in the cgroup it was born in.
 FOLLOW_CONTROLLERS = ("cpuacct", "blkio", "devices", "cpu", "perf_event", "net_cls", "name=systemd")
 _MOVED_ELSEWHERE = {"freezer", "pids", "memory"}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from helpers import alive, read_pids, wait_until
+
+from hostconsole import _proc
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,7 +42,9 @@ def test_the_leak_guard_fails_a_run_that_leaves_an_unmarked_daemon(tmp_path):
     text = out.stdout + out.stderr
     (daemon,) = read_pids(pidfile)
     if "no cgroup v1 hierarchy to follow" in text:
-        os.kill(daemon, 9)  # (ours: it wrote its pid to our file; without a cgroup to follow, nothing else can tell)
+        ident = _proc.identity(daemon)  # (ours: it wrote its pid to our file; without a cgroup, nothing else can tell)
+        if ident is not None:
+            _proc.send(ident, signal.SIGKILL)
         pytest.skip("no cgroup v1 hierarchy to follow processes in (needs root on cgroup v1 or hybrid)")
     assert out.returncode == 1, text
     assert "1 passed" in text and f"pid {daemon} (unmarked)" in text and "outlived the suite: FAILED" in text, text
