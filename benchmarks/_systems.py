@@ -821,19 +821,10 @@ class HonchoSystem(System):
                 except OSError:
                     pass
             _, left = wait_gone(scan("HCBENCH_HONCHO", self.id), 10.0, 0.005)
-            self.left = [(i.pid, comm_of(i.pid)) for i in left]
             left = kill_all(left)
             self._finish()
         if left:
             raise RuntimeError(f"honcho: processes {[i.pid for i in left]} would not die")
-
-
-def comm_of(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
 
 
 ALL = [PopenSystem, HostconsoleSystem, SupervisorSystem, CircusSystem, PM2System, HonchoSystem]
